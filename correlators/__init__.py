@@ -1,0 +1,1 @@
+"""The pure correlation core: identity, dedup, baselines, windows, rules, scoring, lifecycle."""

@@ -1,0 +1,1 @@
+"""One adapter per source format: raw bytes of a record -> canonical alerts."""

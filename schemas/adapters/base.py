@@ -1,0 +1,102 @@
+"""The adapter contract: raw bytes of one record -> alerts, or a typed error."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
+from typing import Protocol
+
+from schemas.errors import BadTimestamp, DecodeError, InvalidInput, RecordTooLarge
+from schemas.models import Alert
+
+__all__ = [
+    "ParseContext",
+    "Rejected",
+    "Parsed",
+    "Adapter",
+    "MAX_RECORD_BYTES",
+    "epoch_to_datetime",
+    "check_time",
+    "decode_text",
+]
+
+MAX_RECORD_BYTES = 1024 * 1024
+_LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class ParseContext:
+    """What an adapter may know besides the bytes.
+
+    `record_id` is the fallback id (`<file>:<line>` or `<topic>:<partition>:<offset>`);
+    `transport_time` is the Kafka record timestamp or the previous record's time in a file
+    (RFC 3164 syslog takes its year from it); `default_tz` is `SOCNOC_DEFAULT_TZ`.
+    """
+
+    record_id: str
+    transport_time: datetime | None = None
+    default_tz: tzinfo = UTC
+    max_bytes: int = MAX_RECORD_BYTES
+    options: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """One alert of a multi-alert record that is invalid (e.g. webhook entry 3 of 5)."""
+
+    alert_id: str
+    error: InvalidInput
+
+
+Parsed = list[Alert | Rejected]
+
+
+class Adapter(Protocol):
+    """One source format."""
+
+    name: str
+
+    def parse(self, raw: bytes, ctx: ParseContext) -> Parsed:
+        """Alerts of one record; raises an `InvalidInput` subclass if the record is unusable."""
+        ...
+
+
+def check_size(raw: bytes, ctx: ParseContext) -> None:
+    """Reject records over the size limit before decoding them."""
+    if len(raw) > ctx.max_bytes:
+        raise RecordTooLarge(f"record of {len(raw)} bytes exceeds the {ctx.max_bytes}-byte limit")
+
+
+def decode_text(raw: bytes, ctx: ParseContext) -> str:
+    """UTF-8 text of a record, size-checked."""
+    check_size(raw, ctx)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"not UTF-8 at byte {exc.start}") from None
+
+
+def check_time(value: datetime) -> datetime:
+    """A tz-aware event time in UTC, or BadTimestamp if absurd (after 2100)."""
+    if value.tzinfo is None:
+        raise BadTimestamp("timestamp has no time zone")
+    value = value.astimezone(UTC)
+    if value >= _LATEST:
+        raise BadTimestamp(f"timestamp {value.isoformat()} is after 2100")
+    return value
+
+
+def epoch_to_datetime(value: float) -> datetime:
+    """Epoch seconds -> UTC datetime; absurd values (not finite, negative, > 2100) raise."""
+    if not math.isfinite(value):
+        raise BadTimestamp(f"timestamp {value!r} is not finite")
+    if value < 0:
+        raise BadTimestamp(f"timestamp {value!r} is negative")
+    if value >= _LATEST.timestamp():
+        raise BadTimestamp(f"timestamp {value!r} is after 2100")
+    return datetime.fromtimestamp(value, tz=UTC)
+
+
+AdapterFactory = Callable[[dict[str, str]], Adapter]

@@ -1,0 +1,172 @@
+"""Rule definitions (suppression, severity overrides, correlation) and their YAML loading."""
+
+from __future__ import annotations
+
+import fnmatch
+from datetime import timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
+
+from schemas.errors import ConfigError
+from schemas.loading import load_documents, validate_with
+from schemas.models import SEVERITY_RANK, Alert, Domain, Severity
+
+__all__ = [
+    "Match",
+    "RuleKind",
+    "SuppressRule",
+    "SeverityRule",
+    "ThresholdRule",
+    "DistinctRule",
+    "SequenceRule",
+    "Rule",
+    "load_rules",
+    "AnyRule",
+    "Duration",
+    "MAX_RULES",
+]
+
+_CFG = ConfigDict(frozen=True, extra="forbid")
+MAX_RULES = 10_000
+
+
+class Match(BaseModel):
+    """Conditions on an alert; all given ones must hold. Patterns are case-insensitive globs."""
+
+    model_config = _CFG
+    signature: str | None = None
+    title: str | None = None
+    source: str | None = None
+    domain: Domain | None = None
+    asset: str | None = None
+    tactic: str | None = None
+    min_severity: Severity | None = None
+    max_severity: Severity | None = None
+
+    def matches(self, alert: Alert) -> bool:
+        """Whether the alert meets every given condition."""
+        if self.domain is not None and alert.domain is not self.domain:
+            return False
+        rank = SEVERITY_RANK[alert.severity]
+        if self.min_severity is not None and rank < SEVERITY_RANK[self.min_severity]:
+            return False
+        if self.max_severity is not None and rank > SEVERITY_RANK[self.max_severity]:
+            return False
+        for pattern, value in (
+            (self.signature, alert.signature),
+            (self.title, alert.title),
+            (self.source, alert.source),
+            (self.asset, alert.asset),
+        ):
+            if pattern is not None and not fnmatch.fnmatchcase(value.lower(), pattern.lower()):
+                return False
+        if self.tactic is not None:
+            pat = self.tactic.lower()
+            if not any(fnmatch.fnmatchcase(t.lower(), pat) for t in alert.tactics):
+                return False
+        return True
+
+
+class RuleKind(StrEnum):
+    """The kinds of rule."""
+
+    SUPPRESS = "suppress"
+    SEVERITY = "severity"
+    THRESHOLD = "threshold"
+    DISTINCT = "distinct"
+    SEQUENCE = "sequence"
+
+
+GroupField = Literal["asset", "src_ip", "signature", "source"]
+
+
+class _Base(BaseModel):
+    model_config = _CFG
+    id: str = Field(min_length=1, max_length=200)
+    description: str = ""
+    enabled: bool = True
+
+
+class SuppressRule(_Base):
+    """Matching alerts are noise, with this rule's reason."""
+
+    type: Literal[RuleKind.SUPPRESS]
+    match: Match
+    reason: str = Field(min_length=1)
+
+
+class SeverityRule(_Base):
+    """Matching alerts get this severity before scoring."""
+
+    type: Literal[RuleKind.SEVERITY]
+    match: Match
+    severity: Severity
+
+
+def _duration(value: object) -> object:
+    """Accept `30s`, `5m`, `2h`, `1d` besides ISO 8601 durations and seconds."""
+    if isinstance(value, str) and value[:-1].isdigit() and value[-1:] in _UNITS:
+        return timedelta(seconds=int(value[:-1]) * _UNITS[value[-1]])
+    return value
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+
+
+class _Correlation(_Base):
+    timespan: Duration = Field(gt=timedelta(0), le=timedelta(days=7))
+    group_by: tuple[GroupField, ...] = ("asset",)
+    severity: Severity = Severity.HIGH
+    tactic: str | None = Field(default=None, description="ATT&CK tactic the finding implies.")
+
+
+class ThresholdRule(_Correlation):
+    """At least `count` matching alerts within `timespan` per group."""
+
+    type: Literal[RuleKind.THRESHOLD]
+    match: Match
+    count: int = Field(ge=2, le=1_000_000)
+
+
+class DistinctRule(_Correlation):
+    """At least `count` distinct values of `field` among matching alerts within `timespan`."""
+
+    type: Literal[RuleKind.DISTINCT]
+    match: Match
+    field: Literal["signature", "source", "asset", "src_ip"]
+    count: int = Field(ge=2, le=10_000)
+
+
+class SequenceRule(_Correlation):
+    """Alerts matching each step, in order, within `timespan` per group."""
+
+    type: Literal[RuleKind.SEQUENCE]
+    steps: tuple[Match, ...] = Field(min_length=2, max_length=20)
+
+
+AnyRule = SuppressRule | SeverityRule | ThresholdRule | DistinctRule | SequenceRule
+Rule = Annotated[
+    SuppressRule | SeverityRule | ThresholdRule | DistinctRule | SequenceRule,
+    Field(discriminator="type"),
+]
+
+
+_ONE_RULE: TypeAdapter[AnyRule] = TypeAdapter(Rule)
+
+
+def load_rules(path: Path) -> list[AnyRule]:
+    """Rules from a YAML (`rules:` list) or JSONL file, strictly validated."""
+    items = load_documents(path, "rules")
+    if len(items) > MAX_RULES:
+        raise ConfigError(f"more than {MAX_RULES} rules", path=str(path))
+    rules = validate_with(path, items, _ONE_RULE)
+    seen: set[str] = set()
+    for rule, item in zip(rules, items, strict=True):
+        if rule.id in seen:
+            raise ConfigError(f"duplicate rule id {rule.id!r}", path=str(path), line=item.line)
+        seen.add(rule.id)
+    return rules

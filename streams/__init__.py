@@ -1,0 +1,1 @@
+"""Kafka in and out: the app, agents, embedded broker, CLI and ingest edges."""
