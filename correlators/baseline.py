@@ -1,0 +1,100 @@
+"""Per-asset baselines in event time: what is routine, what is novel, what is a burst.
+
+Counts decay exponentially (half-life in event time), so a signature that stops firing
+becomes novel again. A signature is *routine* on an asset once its decayed count reaches
+`routine_count` and it was seen in more than one hour bucket; a routine signature arriving
+far above its usual rate is a *burst*.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+__all__ = ["SignatureStats", "Baseline", "Familiarity"]
+
+_LN2 = math.log(2.0)
+
+
+@dataclass(slots=True)
+class SignatureStats:
+    """Decayed occurrence count and activity profile of one signature on one asset."""
+
+    count: float
+    last: float
+    first: float
+    hours: int
+    total: int
+
+    def decayed(self, now: float, half_life: float) -> float:
+        if now <= self.last:
+            return self.count
+        return self.count * math.exp(-_LN2 * (now - self.last) / half_life)
+
+
+@dataclass(frozen=True, slots=True)
+class Familiarity:
+    """How familiar a signature is on an asset at a moment."""
+
+    count: float
+    total: int
+    hours_seen: int
+    rate_per_hour: float
+    seen_elsewhere: int
+
+    @property
+    def novel(self) -> bool:
+        return self.total == 0
+
+
+class Baseline:
+    """Signature statistics per (asset, signature), plus how many assets know a signature."""
+
+    def __init__(self, half_life_s: float, routine_count: float) -> None:
+        self._half_life = half_life_s
+        self._routine = routine_count
+        self._stats: dict[tuple[str, str], SignatureStats] = {}
+        self._assets_with: dict[str, int] = {}
+
+    def familiarity(self, asset: str, signature: str, now: float) -> Familiarity:
+        """Familiarity before counting the current alert."""
+        stats = self._stats.get((asset, signature))
+        elsewhere = self._assets_with.get(signature, 0)
+        if stats is None:
+            return Familiarity(0.0, 0, 0, 0.0, elsewhere)
+        count = stats.decayed(now, self._half_life)
+        span_h = max(1.0, (now - stats.first) / 3600.0)
+        return Familiarity(count, stats.total, stats.hours.bit_count(), stats.total / span_h, elsewhere - 1)
+
+    def is_routine(self, fam: Familiarity) -> bool:
+        """Seen regularly: enough decayed occurrences spread over more than one hour."""
+        return fam.count >= self._routine and fam.hours_seen >= 2
+
+    def observe(self, asset: str, signature: str, now: float) -> None:
+        """Count one occurrence."""
+        key = (asset, signature)
+        stats = self._stats.get(key)
+        hour_bit = 1 << int((now // 3600) % 24)
+        if stats is None:
+            self._stats[key] = SignatureStats(1.0, now, now, hour_bit, 1)
+            self._assets_with[signature] = self._assets_with.get(signature, 0) + 1
+            return
+        stats.count = stats.decayed(now, self._half_life) + 1.0
+        stats.last = max(stats.last, now)
+        stats.hours |= hour_bit
+        stats.total += 1
+
+    def forget_asset(self, asset: str) -> int:
+        """Drop an asset's statistics (idle-state eviction); returns entries removed."""
+        keys = [k for k in self._stats if k[0] == asset]
+        for key in keys:
+            del self._stats[key]
+            left = self._assets_with.get(key[1], 1) - 1
+            if left > 0:
+                self._assets_with[key[1]] = left
+            else:
+                self._assets_with.pop(key[1], None)
+        return len(keys)
+
+    def __len__(self) -> int:
+        return len(self._stats)

@@ -1,0 +1,639 @@
+"""The correlation engine: per-asset event-time correlation with one decision per alert.
+
+Order of questions for each alert (the first that answers decides):
+redelivered? -> analyst verdict -> suppression rule -> change window / authorised scan ->
+recovery of a known condition -> open incident on the asset -> consequence of a linked
+device's incident -> same signature as a live campaign on another asset -> routine
+(baseline) or duplicate -> warm-up -> evidence in the asset's window (decided when the window
+opens an incident or closes without one).
+"""
+
+from __future__ import annotations
+
+import heapq
+from datetime import datetime
+
+from correlators.baseline import Baseline, Familiarity
+from correlators.config import EngineConfig
+from correlators.explain import Explainer
+from correlators.identity import Identity
+from correlators.lifecycle import IncidentState, incident_id, to_dt
+from correlators.ruleset import Finding, RuleSet
+from correlators.scoring import (
+    FIRST_WEIGHT,
+    NOVEL,
+    NOVEL_HERE,
+    SEVERITY_WEIGHT,
+    UNCOMMON,
+    criticality_factor,
+)
+from correlators.topology import Precedence, Topology
+from correlators.types import Output
+from correlators.windows import Window
+from schemas.context import Asset, Change, Exposure, Feedback
+from schemas.models import (
+    SEVERITY_RANK,
+    Alert,
+    Decision,
+    Disposition,
+    Domain,
+    Incident,
+    LifecycleEvent,
+    RootCause,
+    Severity,
+    Status,
+)
+from schemas.rules import AnyRule
+
+__all__ = ["Engine", "EngineStats"]
+
+_FAR_FUTURE = 4102444800.0  # 2100-01-01
+
+
+class EngineStats:
+    """Counters the shell exports as metrics."""
+
+    __slots__ = ("late", "alerts", "evicted_assets")
+
+    def __init__(self) -> None:
+        self.late = 0
+        self.alerts = 0
+        self.evicted_assets = 0
+
+
+def _when(ts: float) -> str:
+    return to_dt(ts).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+class Engine:
+    """Pure, deterministic correlator (implements `correlators.types.Correlator`)."""
+
+    def __init__(
+        self,
+        config: EngineConfig | None = None,
+        *,
+        assets: list[Asset] | None = None,
+        changes: list[Change] | None = None,
+        rules: list[AnyRule] | None = None,
+        feedback: list[Feedback] | None = None,
+    ) -> None:
+        cfg = config or EngineConfig()
+        self.cfg = cfg
+        self.stats = EngineStats()
+        self.identity = Identity()
+        self.topology = Topology()
+        self.explainer = Explainer()
+        self.rules = RuleSet(rules or [])
+        self.baseline = Baseline(cfg.baseline_half_life.total_seconds(), cfg.routine_count)
+        self.precedence = Precedence(cfg.topology_window.total_seconds(), cfg.precedence_min_lift)
+        for asset in assets or ():
+            self.on_context(asset)
+        for change in changes or ():
+            self.on_context(change)
+        for item in feedback or ():
+            self.on_context(item)
+        self._gap = cfg.session_gap.total_seconds()
+        self._max_window = cfg.max_window.total_seconds()
+        self._lateness = cfg.allowed_lateness.total_seconds()
+        self._quiet = cfg.quiet_period.total_seconds()
+        self._reopen = cfg.reopen_window.total_seconds()
+        self._interval = cfg.update_interval.total_seconds()
+        self._clock = float("-inf")
+        self._first: float | None = None
+        self._seen: dict[str, None] = {}
+        self._windows: dict[str, Window] = {}
+        self._window_heap: list[tuple[float, str, float]] = []
+        self._incidents: dict[str, IncidentState] = {}
+        self._open_by_asset: dict[str, str] = {}
+        self._quiet_heap: list[tuple[float, str]] = []
+        self._dirty: set[str] = set()
+        self._last_noise: dict[tuple[str, str], tuple[float, str, int]] = {}
+        self._toggles: dict[tuple[str, str], list[float]] = {}
+        self._sig_incident: dict[str, tuple[str, float]] = {}
+
+    # -- context -----------------------------------------------------------------------
+    def on_context(self, item: Asset | Change | Feedback) -> None:
+        """Add or replace inventory, change windows or analyst verdicts."""
+        if isinstance(item, Asset):
+            self.identity.add(item)
+            self.topology.add(item)
+        elif isinstance(item, Change):
+            self.explainer.add_change(item)
+        else:
+            self.explainer.add_feedback(item)
+
+    def replace_rules(self, rules: list[AnyRule]) -> None:
+        """Hot reload of the rule set."""
+        self.rules.replace(rules)
+
+    # -- inputs ------------------------------------------------------------------------
+    def on_invalid(self, alert_id: str, reason: str) -> list[Output]:
+        """An input that could not be parsed gets its `invalid` decision."""
+        if alert_id in self._seen:
+            return []
+        self._remember(alert_id)
+        return [Decision(alert_id=alert_id, disposition=Disposition.INVALID, reason=reason)]
+
+    def on_alert(self, alert: Alert) -> list[Output]:
+        """Decide (now or when its window ends) one alert; returns whatever became due."""
+        if alert.id in self._seen:
+            return []
+        self._remember(alert.id)
+        self.stats.alerts += 1
+        out: list[Output] = []
+        ts = alert.time.timestamp()
+        if self._first is None:
+            self._first = ts
+        late = ts < self._clock - self._lateness
+        if ts > self._clock:
+            self._advance(ts, out)
+        asset = self.identity.resolve(alert)
+        if late:
+            self.stats.late += 1
+        self._decide(alert, asset, ts, late, out)
+        self.baseline.observe(asset, alert.signature, ts)
+        if alert.domain is Domain.OPS and alert.status is Status.FIRING:
+            self.precedence.observe(ts, asset, alert.signature, self.topology.neighbours(asset))
+        return out
+
+    def advance(self, watermark: datetime) -> list[Output]:
+        """Move event time forward (idle partitions): close windows, resolve quiet incidents."""
+        out: list[Output] = []
+        ts = watermark.timestamp()
+        if ts > self._clock:
+            self._advance(ts, out)
+        return out
+
+    def flush(self) -> list[Output]:
+        """End of input: decide every waiting alert and publish pending updates."""
+        out: list[Output] = []
+        for asset in sorted(self._windows):
+            self._close_window(asset, out)
+        self._window_heap.clear()
+        for inc_id in sorted(self._dirty):
+            inc = self._incidents[inc_id]
+            if inc.dirty:
+                out.append(inc.event(LifecycleEvent.UPDATED, inc.updated_at))
+        self._dirty.clear()
+        return out
+
+    def incidents(self) -> list[Incident]:
+        """Final state of every incident, by id."""
+        return [self._incidents[k].snapshot() for k in sorted(self._incidents)]
+
+    # -- decision flow -----------------------------------------------------------------
+    def _decide(self, alert: Alert, asset: str, ts: float, late: bool, out: list[Output]) -> None:
+        verdict = self.explainer.verdict(alert, asset)
+        if verdict is not None:
+            who = f" by {verdict.analyst}" if verdict.analyst else ""
+            note = f": {verdict.note}" if verdict.note else ""
+            self._noise(alert, asset, f"analyst verdict {verdict.kind.value} {verdict.id}{who}{note}", out)
+            return
+        rule = self.rules.suppression(alert)
+        if rule is not None:
+            self._noise(alert, asset, f"suppressed by rule {rule.id}: {rule.reason}", out)
+            return
+        explained = self.explainer.change_reason(alert, asset)
+        if explained is not None:
+            self._noise(alert, asset, explained, out)
+            return
+        severity, sev_rule = self.rules.severity(alert)
+        if alert.status is Status.RESOLVED:
+            self._recovery(alert, asset, severity, ts, out)
+            return
+        fam = self.baseline.familiarity(asset, alert.signature, ts)
+        findings = self.rules.correlate(alert, asset, ts)
+        flapping = self._flapping(alert, asset, ts)
+        routine = self.baseline.is_routine(fam) and not findings and not flapping
+        inc = self._live_incident(asset, ts)
+        if inc is not None and not self._fits(inc, alert):
+            inc = None
+        if inc is not None and (
+            not routine or (asset, alert.signature) in inc.evidence or alert.domain not in inc.domains
+        ):
+            if not routine:
+                inc.evidence.add((asset, alert.signature))
+            self._join(inc, alert, asset, severity, self._member_note(fam, asset), ts, out)
+            inc.raw += self._contribution(inc, alert, severity, fam)
+            return
+        if late:
+            self._noise(
+                alert, asset, f"late: {self._clock - ts:.0f} s behind the watermark, no open incident on {asset}", out
+            )
+            return
+        if alert.domain is Domain.OPS and not routine:
+            parent = self._parent_incident(alert, asset, ts)
+            if parent is not None:
+                parent.consequences += 1
+                note = f"consequence of {parent.root.asset} {parent.root_signature} (incident {parent.id})"
+                self._join(parent, alert, asset, severity, note, ts, out)
+                return
+        if alert.domain is Domain.OPS:
+            sec = self._corroborates(alert, asset, fam, ts)
+            if sec is not None:
+                note = f"ops symptom on {asset} during security incident {sec.id} on {sec.root.asset}"
+                self._join(sec, alert, asset, severity, note, ts, out)
+                return
+        if alert.domain is Domain.SECURITY and not routine:
+            camp = self._campaign(alert, asset, ts)
+            if camp is not None:
+                span = self.cfg.campaign_window
+                note = f"same signature as incident {camp.id} on {camp.root.asset} within {span} (one campaign)"
+                self._join(camp, alert, asset, severity, note, ts, out)
+                return
+        if routine:
+            self._routine(alert, asset, fam, out)
+            return
+        if self._first is not None and ts < self._first + self.cfg.warmup.total_seconds():
+            if SEVERITY_RANK[severity] < SEVERITY_RANK[Severity.HIGH] and not findings and not flapping:
+                until = _when(self._first + self.cfg.warmup.total_seconds())
+                self._noise(alert, asset, f"baseline warm-up: learning what is routine until {until}", out)
+                return
+        self._evidence(alert, asset, severity, fam, findings, flapping, sev_rule, ts, out)
+
+    def _root_of(self, window: Window) -> tuple[Alert, set[str]]:
+        """Root alert of a window, and the ids of ops alarms that are not plausible effects of it.
+
+        Security windows: the first alert is the root. Ops windows: the alarm type that explains
+        first alarm; later alarms that are not learned effects of it are kept apart.
+        """
+        first, _ = window.pending[0]
+        if Domain.SECURITY in window.domains:
+            return first, set()
+        best = first
+        apart = {
+            a.id
+            for a, _ in window.pending
+            if a.domain is Domain.OPS and not self.precedence.plausible(best.signature, a.signature)
+        }
+        return best, apart
+
+    def _fits(self, inc: IncidentState, alert: Alert) -> bool:
+        """An ops alarm joins an operational incident only as the root's type or a plausible effect."""
+        if alert.domain is not Domain.OPS or Domain.SECURITY in inc.domains:
+            return True
+        return self.precedence.plausible(inc.root_signature, alert.signature)
+
+    def _novelty(self, fam: Familiarity) -> float:
+        if fam.novel:
+            if fam.seen_elsewhere <= 0:
+                return NOVEL
+            return NOVEL_HERE if fam.seen_elsewhere <= 2 else UNCOMMON
+        return UNCOMMON
+
+    def _contribution(self, inc: IncidentState, alert: Alert, severity: Severity, fam: Familiarity) -> float:
+        """Evidence a joining alert adds to an open incident's score."""
+        weight = SEVERITY_WEIGHT[severity]
+        if inc.signatures.get(alert.signature, 0) <= 1:
+            if self.baseline.is_routine(fam):
+                return weight * UNCOMMON
+            return weight * self._novelty(fam) * FIRST_WEIGHT
+        return 0.0
+
+    def _member_note(self, fam: Familiarity, asset: str) -> str:
+        if fam.novel:
+            return f"never seen on {asset} before"
+        return f"seen {fam.total} times on {asset} before"
+
+    def _evidence(
+        self,
+        alert: Alert,
+        asset: str,
+        severity: Severity,
+        fam: Familiarity,
+        findings: list[Finding],
+        flapping: bool,
+        sev_rule: str | None,
+        ts: float,
+        out: list[Output],
+    ) -> None:
+        novelty = self._novelty(fam)
+        if fam.novel:
+            note = (
+                "never seen before"
+                if fam.seen_elsewhere <= 0
+                else f"new on {asset} (known on {fam.seen_elsewhere} other assets)"
+            )
+        elif self.baseline.is_routine(fam):
+            note = f"burst of a routine signature ({fam.total} seen before)"
+        else:
+            note = f"uncommon ({fam.total} seen before)"
+        if sev_rule is not None:
+            note += f", severity {severity.value} by rule {sev_rule}"
+        window = self._windows.get(asset)
+        if window is None:
+            window = Window(asset=asset, start=ts, last=ts)
+            self._windows[asset] = window
+            heapq.heappush(self._window_heap, (ts + self._gap, asset, ts))
+        elif len(window.pending) >= self.cfg.max_pending_per_asset:
+            self._noise(
+                alert,
+                asset,
+                f"window on {asset} full ({self.cfg.max_pending_per_asset} waiting alerts): not scored",
+                out,
+            )
+            return
+        window.add(alert, severity, novelty, note)
+        for finding in findings:
+            window.findings.append((finding.detail, SEVERITY_WEIGHT[finding.severity] * FIRST_WEIGHT))
+            if finding.tactic:
+                window.tactics.add(finding.tactic)
+        if flapping:
+            window.findings.append((f"{alert.signature} flapping on {asset}", self.cfg.open_threshold))
+        factor = self._factor(asset)
+        score = window.score(factor)
+        if score >= self.cfg.open_threshold:
+            self._open(window, score, factor, ts, out, flapping=alert.signature if flapping else None)
+
+    def _open(
+        self, window: Window, score: float, factor: float, ts: float, out: list[Output], flapping: str | None
+    ) -> None:
+        asset = window.asset
+        del self._windows[asset]
+        explanation = window.explain(score, self.cfg.open_threshold)
+        first, apart = self._root_of(window)
+        target = self._group_target(window, ts)
+        if target is None:
+            inc = IncidentState(
+                id=incident_id(asset, ts, first.id),
+                assets=[asset],
+                opened_at=ts,
+                root=RootCause(asset=asset, alert_id=first.id),
+                root_signature=first.signature,
+                owners=self._owners(asset),
+                threshold=self.cfg.open_threshold,
+            )
+            inc.raw = score
+            self._incidents[inc.id] = inc
+            opening = True
+        else:
+            inc, opening = target, False
+            inc.raw += score
+            inc.owners |= self._owners(asset)
+        if flapping:
+            inc.flapping.add(flapping)
+        inc.note_reason(f"{asset}: {explanation}")
+        self._open_by_asset[asset] = inc.id
+        inc.evidence.update((asset, sig) for sig, ev in window.evidence.items() if ev.weight > 0)
+        for alert, severity in window.pending:
+            if alert.id in apart:
+                reason = (
+                    f"window on {asset} opened incident {inc.id}, but {alert.signature} is not a "
+                    f"known effect of its root {first.signature}: kept apart"
+                )
+                out.append(self._decision(alert, asset, Disposition.NOISE, reason, None))
+                continue
+            inc.add(alert, asset, severity, "", self._caps())
+            self._sig_incident[alert.signature] = (inc.id, ts)
+            reason = f"evidence in incident {inc.id}: {explanation}"
+            out.append(self._decision(alert, asset, Disposition.INCIDENT, reason, inc))
+        if opening:
+            inc.updated_at = ts
+            out.append(inc.event(LifecycleEvent.OPENED, ts))
+        else:
+            self._mark(inc, ts, out)
+        heapq.heappush(self._quiet_heap, (inc.last_activity + self._quiet, inc.id))
+
+    def _join(
+        self, inc: IncidentState, alert: Alert, asset: str, severity: Severity, note: str, ts: float, out: list[Output]
+    ) -> None:
+        if inc.resolved_at is not None:
+            inc.resolved_at = None
+            inc.note_reason(f"reopened at {_when(ts)} on new evidence")
+        self._open_by_asset.setdefault(asset, inc.id)
+        if asset not in inc.assets:
+            inc.owners |= self._owners(asset)
+        inc.add(alert, asset, severity, note, self._caps())
+        self._sig_incident[alert.signature] = (inc.id, ts)
+        reason = f"joins open incident {inc.id} on {inc.root.asset}: {note}"
+        out.append(self._decision(alert, asset, Disposition.INCIDENT, reason, inc))
+        self._mark(inc, ts, out)
+        heapq.heappush(self._quiet_heap, (inc.last_activity + self._quiet, inc.id))
+
+    def _recovery(self, alert: Alert, asset: str, severity: Severity, ts: float, out: list[Output]) -> None:
+        inc = self._condition_incident(asset, alert.signature, ts)
+        if inc is None:
+            self._flapping(alert, asset, ts)
+            self._noise(alert, asset, f"recovery of {alert.signature} on {asset}: no open incident holds it", out)
+            return
+        inc.add(alert, asset, severity, "recovery", self._caps())
+        reason = f"recovery of {alert.signature} on {asset} in incident {inc.id}"
+        out.append(self._decision(alert, asset, Disposition.INCIDENT, reason, inc))
+        flapping = self._flapping(alert, asset, ts)
+        if inc.all_clear() and not flapping and not inc.flapping and inc.resolved_at is None:
+            inc.resolved_at = ts
+            inc.note_reason(f"all conditions cleared at {_when(ts)}")
+            self._release(inc)
+            out.append(inc.event(LifecycleEvent.RESOLVED, ts))
+            self._dirty.discard(inc.id)
+        else:
+            self._mark(inc, ts, out)
+
+    def _routine(self, alert: Alert, asset: str, fam: Familiarity, out: list[Output]) -> None:
+        key = (asset, alert.signature)
+        ts = alert.time.timestamp()
+        prev = self._last_noise.get(key)
+        if prev is not None and ts - prev[0] <= self.cfg.dedup_window.total_seconds():
+            count = prev[2] + 1
+            self._last_noise[key] = (prev[0], prev[1], count)
+            reason = (
+                f"duplicate of {prev[1]}: {alert.signature} repeated {count} times on {asset} since {_when(prev[0])}"
+            )
+            out.append(self._decision(alert, asset, Disposition.DUPLICATE, reason, None))
+            return
+        self._last_noise[key] = (ts, alert.id, 1)
+        reason = (
+            f"routine: {alert.signature} seen {fam.total} times on {asset} "
+            f"(~{fam.rate_per_hour:.1f}/h, in {fam.hours_seen} distinct hours of day)"
+        )
+        out.append(self._decision(alert, asset, Disposition.NOISE, reason, None))
+
+    # -- cross-asset grouping ----------------------------------------------------------
+    def _live_incident(self, asset: str, ts: float) -> IncidentState | None:
+        inc_id = self._open_by_asset.get(asset)
+        if inc_id is None:
+            return None
+        inc = self._incidents[inc_id]
+        if inc.resolved_at is None:
+            return inc
+        if ts - inc.resolved_at <= self._reopen:
+            return inc
+        del self._open_by_asset[asset]
+        return None
+
+    def _parent_incident(self, alert: Alert, asset: str, ts: float) -> IncidentState | None:
+        near = self.topology.upstream(asset) | self.topology.neighbours(asset)
+        span = self.cfg.topology_window.total_seconds()
+        best: IncidentState | None = None
+        for other in sorted(near):
+            inc_id = self._open_by_asset.get(other)
+            if inc_id is None:
+                continue
+            inc = self._incidents[inc_id]
+            if inc.resolved_at is not None or ts - inc.last_activity > span:
+                continue
+            if inc.kind.value == "security":
+                continue
+            if not self.precedence.plausible(inc.root_signature, alert.signature):
+                continue
+            if best is None or inc.opened_at < best.opened_at:
+                best = inc
+        return best
+
+    def _campaign(self, alert: Alert, asset: str, ts: float) -> IncidentState | None:
+        hit = self._sig_incident.get(alert.signature)
+        if hit is None:
+            return None
+        inc = self._incidents[hit[0]]
+        if inc.resolved_at is not None or ts - hit[1] > self.cfg.campaign_window.total_seconds():
+            return None
+        if asset in inc.assets or Domain.SECURITY not in inc.domains:
+            return None
+        return inc
+
+    def _corroborates(self, alert: Alert, asset: str, fam: Familiarity, ts: float) -> IncidentState | None:
+        if fam.rate_per_hour >= 1.0:
+            return None
+        span = self.cfg.corroboration_window.total_seconds()
+        linked = self.topology.neighbours(asset) | self.topology.upstream(asset)
+        best: IncidentState | None = None
+        for inc_id in sorted(set(self._open_by_asset.values())):
+            inc = self._incidents[inc_id]
+            if inc.resolved_at is not None or Domain.SECURITY not in inc.domains:
+                continue
+            if ts - inc.last_activity > span or inc.raw < 1.5 * self.cfg.open_threshold:
+                continue
+            if linked and not linked.intersection(inc.assets):
+                continue
+            if best is None or inc.raw > best.raw:
+                best = inc
+        return best
+
+    def _group_target(self, window: Window, ts: float) -> IncidentState | None:
+        """An open incident this window's evidence belongs to (campaign or topology)."""
+        if Domain.SECURITY in window.domains:
+            span = self.cfg.campaign_window.total_seconds()
+            for sig in sorted(window.evidence):
+                hit = self._sig_incident.get(sig)
+                if hit is None or ts - hit[1] > span:
+                    continue
+                inc = self._incidents[hit[0]]
+                if inc.resolved_at is None and Domain.SECURITY in inc.domains:
+                    return inc
+            return None
+        first, _ = window.pending[0]
+        return self._parent_incident(first, window.asset, ts)
+
+    def _condition_incident(self, asset: str, signature: str, ts: float) -> IncidentState | None:
+        inc = self._live_incident(asset, ts)
+        if inc is not None and (asset, signature) in inc.firing:
+            return inc
+        return None
+
+    def _flapping(self, alert: Alert, asset: str, ts: float) -> bool:
+        """Firing/resolved toggles of one condition: flapping at `flap_transitions` in the span."""
+        key = (asset, alert.signature)
+        marks = self._toggles.get(key)
+        if alert.status is Status.RESOLVED or marks is not None:
+            if marks is None:
+                marks = self._toggles[key] = []
+            if not marks or (len(marks) % 2 == 0) == (alert.status is Status.FIRING):
+                marks.append(ts)
+            horizon = ts - self.cfg.flap_window.total_seconds()
+            while marks and marks[0] < horizon:
+                marks.pop(0)
+            if not marks:
+                del self._toggles[key]
+            return len(marks) >= self.cfg.flap_transitions
+        return False
+
+    # -- time --------------------------------------------------------------------------
+    def _advance(self, ts: float, out: list[Output]) -> None:
+        self._clock = ts
+        heap = self._window_heap
+        while heap and heap[0][0] <= ts:
+            _, asset, start = heapq.heappop(heap)
+            window = self._windows.get(asset)
+            if window is None or window.start != start:
+                continue
+            deadline = min(window.last + self._gap, window.start + self._max_window)
+            if deadline <= ts:
+                self._close_window(asset, out)
+            else:
+                heapq.heappush(heap, (deadline, asset, start))
+        qheap = self._quiet_heap
+        while qheap and qheap[0][0] <= ts:
+            _, inc_id = heapq.heappop(qheap)
+            inc = self._incidents[inc_id]
+            if inc.resolved_at is not None:
+                continue
+            due = inc.last_activity + self._quiet
+            if due > ts:
+                heapq.heappush(qheap, (due, inc_id))
+                continue
+            inc.resolved_at = due
+            inc.updated_at = max(inc.updated_at, due)
+            inc.note_reason(f"quiet for {self.cfg.quiet_period} after {_when(inc.last_activity)}")
+            out.append(inc.event(LifecycleEvent.RESOLVED, due))
+            self._dirty.discard(inc_id)
+        if self._dirty:
+            for inc_id in sorted(self._dirty):
+                inc = self._incidents[inc_id]
+                if inc.last_emit + self._interval <= ts:
+                    if inc.dirty:
+                        out.append(inc.event(LifecycleEvent.UPDATED, ts))
+                    self._dirty.discard(inc_id)
+
+    def _close_window(self, asset: str, out: list[Output]) -> None:
+        window = self._windows.pop(asset)
+        score = window.score(self._factor(asset))
+        why = window.explain(score, self.cfg.open_threshold)
+        for alert, _ in window.pending:
+            reason = f"window on {asset} closed without incident: {why}"
+            out.append(self._decision(alert, asset, Disposition.NOISE, reason, None))
+
+    # -- helpers -----------------------------------------------------------------------
+    def _mark(self, inc: IncidentState, ts: float, out: list[Output]) -> None:
+        if ts - inc.last_emit >= self._interval:
+            out.append(inc.event(LifecycleEvent.UPDATED, ts))
+            self._dirty.discard(inc.id)
+        else:
+            self._dirty.add(inc.id)
+
+    def _release(self, inc: IncidentState) -> None:
+        """Resolved by recovery: keep the asset mapping so a relapse reopens it."""
+
+    def _noise(self, alert: Alert, asset: str, reason: str, out: list[Output]) -> None:
+        out.append(self._decision(alert, asset, Disposition.NOISE, reason, None))
+
+    def _decision(
+        self, alert: Alert, asset: str, disposition: Disposition, reason: str, inc: IncidentState | None
+    ) -> Decision:
+        return Decision(
+            alert_id=alert.id,
+            disposition=disposition,
+            incident_id=inc.id if inc is not None else None,
+            incident_kind=inc.kind if inc is not None else None,
+            reason=reason,
+            asset=asset,
+            time=alert.time,
+        )
+
+    def _factor(self, asset: str) -> float:
+        entry = self.identity.asset(asset)
+        if entry is None:
+            return criticality_factor(3, False)
+        return criticality_factor(entry.criticality, entry.exposure is Exposure.INTERNET)
+
+    def _owners(self, asset: str) -> set[str]:
+        entry = self.identity.asset(asset)
+        return {entry.owner} if entry is not None and entry.owner else set()
+
+    def _caps(self) -> tuple[int, int]:
+        return self.cfg.max_alert_ids_per_event, self.cfg.max_timeline
+
+    def _remember(self, alert_id: str) -> None:
+        seen = self._seen
+        seen[alert_id] = None
+        if len(seen) > self.cfg.max_seen_ids:
+            del seen[next(iter(seen))]

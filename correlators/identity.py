@@ -1,0 +1,58 @@
+"""Identity: map hostnames, FQDNs, IPs, MACs and device ids to one canonical asset id."""
+
+from __future__ import annotations
+
+from schemas.context import Asset
+from schemas.models import Alert
+
+__all__ = ["Identity"]
+
+
+def _norm(value: str) -> str:
+    return value.strip().lower()
+
+
+class Identity:
+    """Alias table built from the inventory; unknown assets keep their own (normalised) name."""
+
+    def __init__(self, assets: list[Asset] | None = None) -> None:
+        self._alias: dict[str, str] = {}
+        self._assets: dict[str, Asset] = {}
+        for asset in assets or ():
+            self.add(asset)
+
+    def add(self, asset: Asset) -> None:
+        """Add or replace an asset and its aliases."""
+        old = self._assets.get(asset.id)
+        if old is not None:
+            for alias in old.aliases:
+                self._alias.pop(_norm(alias), None)
+        self._assets[asset.id] = asset
+        self._alias[_norm(asset.id)] = asset.id
+        for alias in asset.aliases:
+            self._alias[_norm(alias)] = asset.id
+            short = _norm(alias).split(".", 1)[0]
+            if not short.isdigit():
+                self._alias.setdefault(short, asset.id)
+
+    def resolve(self, alert: Alert) -> str:
+        """Canonical id of the alert's asset: the first identifier the inventory knows."""
+        alias = self._alias
+        for ident in alert.identifiers():
+            hit = alias.get(_norm(ident))
+            if hit is not None:
+                return hit
+        for ident in alert.identifiers():
+            if "." in ident and not ident.replace(".", "").isdigit():
+                hit = alias.get(_norm(ident).split(".", 1)[0])
+                if hit is not None:
+                    return hit
+        return alert.asset
+
+    def asset(self, asset_id: str) -> Asset | None:
+        """Inventory entry of a canonical id, if any."""
+        return self._assets.get(asset_id)
+
+    def assets(self) -> list[Asset]:
+        """All inventory entries."""
+        return list(self._assets.values())

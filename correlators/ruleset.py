@@ -1,0 +1,163 @@
+"""Rule execution: suppression, severity overrides, and Sigma-style correlation rules.
+
+Correlation rules keep, per rule and group, only the matching events inside the rule's
+timespan, so their state is bounded by the timespan and the group count.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from datetime import timedelta
+
+from schemas.models import Alert, Severity
+from schemas.rules import (
+    AnyRule,
+    DistinctRule,
+    SequenceRule,
+    SeverityRule,
+    SuppressRule,
+    ThresholdRule,
+)
+
+__all__ = ["Finding", "RuleSet", "MAX_GROUP_EVENTS"]
+
+MAX_GROUP_EVENTS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A correlation rule fired for a group."""
+
+    rule_id: str
+    severity: Severity
+    tactic: str | None
+    detail: str
+
+
+def _group_key(rule: ThresholdRule | DistinctRule | SequenceRule, alert: Alert, asset: str) -> str:
+    parts = []
+    for field in rule.group_by:
+        if field == "asset":
+            parts.append(asset)
+        elif field == "src_ip":
+            parts.append(alert.src_ip or "-")
+        elif field == "signature":
+            parts.append(alert.signature)
+        else:
+            parts.append(alert.source)
+    return "\x1f".join(parts)
+
+
+def _span(value: timedelta) -> str:
+    seconds = int(value.total_seconds())
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600}h"
+    if seconds % 60 == 0:
+        return f"{seconds // 60}m"
+    return f"{seconds}s"
+
+
+class RuleSet:
+    """All active rules, applied to alerts in event-time order."""
+
+    def __init__(self, rules: list[AnyRule] | None = None) -> None:
+        self._suppress: list[SuppressRule] = []
+        self._severity: list[SeverityRule] = []
+        self._corr: list[ThresholdRule | DistinctRule | SequenceRule] = []
+        self._state: dict[tuple[str, str], deque[tuple[float, str]]] = {}
+        self._seq: dict[tuple[str, str], tuple[int, float]] = {}
+        self.replace(rules or [])
+
+    def replace(self, rules: list[AnyRule]) -> None:
+        """Swap the rule set (hot reload); correlation state of removed rules is dropped."""
+        self._suppress = [r for r in rules if isinstance(r, SuppressRule) and r.enabled]
+        self._severity = [r for r in rules if isinstance(r, SeverityRule) and r.enabled]
+        self._corr = [r for r in rules if isinstance(r, ThresholdRule | DistinctRule | SequenceRule) and r.enabled]
+        keep = {r.id for r in self._corr}
+        self._state = {k: v for k, v in self._state.items() if k[0] in keep}
+        self._seq = {k: v for k, v in self._seq.items() if k[0] in keep}
+
+    def __len__(self) -> int:
+        return len(self._suppress) + len(self._severity) + len(self._corr)
+
+    def suppression(self, alert: Alert) -> SuppressRule | None:
+        """The first suppression rule matching the alert."""
+        for rule in self._suppress:
+            if rule.match.matches(alert):
+                return rule
+        return None
+
+    def severity(self, alert: Alert) -> tuple[Severity, str | None]:
+        """Severity after overrides, and the id of the rule that set it."""
+        for rule in self._severity:
+            if rule.match.matches(alert):
+                return rule.severity, rule.id
+        return alert.severity, None
+
+    def correlate(self, alert: Alert, asset: str, now: float) -> list[Finding]:
+        """Feed the alert to every correlation rule; returns the rules that fire now."""
+        found: list[Finding] = []
+        for rule in self._corr:
+            if isinstance(rule, SequenceRule):
+                hit = self._sequence(rule, alert, asset, now)
+            else:
+                hit = self._counting(rule, alert, asset, now)
+            if hit is not None:
+                found.append(hit)
+        return found
+
+    def _counting(self, rule: ThresholdRule | DistinctRule, alert: Alert, asset: str, now: float) -> Finding | None:
+        if not rule.match.matches(alert):
+            return None
+        key = (rule.id, _group_key(rule, alert, asset))
+        events = self._state.setdefault(key, deque(maxlen=MAX_GROUP_EVENTS))
+        horizon = now - rule.timespan.total_seconds()
+        while events and events[0][0] < horizon:
+            events.popleft()
+        if isinstance(rule, DistinctRule):
+            value = {
+                "signature": alert.signature,
+                "source": alert.source,
+                "asset": asset,
+                "src_ip": alert.src_ip or "-",
+            }[rule.field]
+            events.append((now, value))
+            distinct = len({v for _, v in events})
+            if distinct == rule.count:
+                return Finding(
+                    rule.id,
+                    rule.severity,
+                    rule.tactic,
+                    f"rule {rule.id}: {distinct} distinct {rule.field}s in {_span(rule.timespan)}",
+                )
+            return None
+        events.append((now, ""))
+        if len(events) == rule.count:
+            return Finding(
+                rule.id,
+                rule.severity,
+                rule.tactic,
+                f"rule {rule.id}: {rule.count} matching alerts in {_span(rule.timespan)}",
+            )
+        return None
+
+    def _sequence(self, rule: SequenceRule, alert: Alert, asset: str, now: float) -> Finding | None:
+        key = (rule.id, _group_key(rule, alert, asset))
+        step, started = self._seq.get(key, (0, now))
+        if step and now - started > rule.timespan.total_seconds():
+            step, started = 0, now
+        if rule.steps[step].matches(alert):
+            if step == 0:
+                started = now
+            step += 1
+            if step == len(rule.steps):
+                self._seq.pop(key, None)
+                return Finding(
+                    rule.id,
+                    rule.severity,
+                    rule.tactic,
+                    f"rule {rule.id}: sequence of {len(rule.steps)} steps within {_span(rule.timespan)}",
+                )
+            self._seq[key] = (step, started)
+        return None

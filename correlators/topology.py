@@ -1,0 +1,83 @@
+"""Topology: neighbours and upstream devices from the inventory, and alarm-type precedence.
+
+Precedence is learned from history, as OpenNMS ALEC learns: how often alarm type B follows
+type A within a short span on the same or a linked device, against how often B occurs at
+all. A member alarm is accepted as a consequence of a root when the learned lift is high.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from schemas.context import Asset, LinkKind
+
+__all__ = ["Topology", "Precedence"]
+
+
+class Topology:
+    """Undirected neighbour sets plus the directed upstream relation."""
+
+    def __init__(self) -> None:
+        self._peers: dict[str, set[str]] = {}
+        self._upstream: dict[str, set[str]] = {}
+
+    def add(self, asset: Asset) -> None:
+        """Add an asset's links (both directions for neighbours)."""
+        for link in asset.links:
+            self._peers.setdefault(asset.id, set()).add(link.to)
+            self._peers.setdefault(link.to, set()).add(asset.id)
+            if link.kind is LinkKind.UPSTREAM:
+                self._upstream.setdefault(asset.id, set()).add(link.to)
+
+    def neighbours(self, asset: str) -> set[str]:
+        """Directly linked assets."""
+        return self._peers.get(asset, set())
+
+    def upstream(self, asset: str) -> set[str]:
+        """Assets that feed this one."""
+        return self._upstream.get(asset, set())
+
+    def has_links(self) -> bool:
+        return bool(self._peers)
+
+
+class Precedence:
+    """Counts of alarm type pairs (A then B nearby in time and topology)."""
+
+    def __init__(self, span_s: float, min_lift: float, memory: int = 64) -> None:
+        self._span = span_s
+        self.min_lift = min_lift
+        self._recent: deque[tuple[float, str, str]] = deque(maxlen=memory)
+        self._pair: dict[tuple[str, str], int] = {}
+        self._type: dict[str, int] = {}
+        self._total = 0
+
+    def observe(self, now: float, asset: str, kind: str, near: set[str]) -> None:
+        """Record an alarm; pairs it with recent alarms on the same or neighbouring assets."""
+        seen: set[str] = set()
+        for t, other_asset, other_kind in self._recent:
+            if now - t <= self._span and (other_asset == asset or other_asset in near):
+                if other_kind not in seen:
+                    seen.add(other_kind)
+                    key = (other_kind, kind)
+                    self._pair[key] = self._pair.get(key, 0) + 1
+        self._recent.append((now, asset, kind))
+        self._type[kind] = self._type.get(kind, 0) + 1
+        self._total += 1
+
+    def lift(self, cause: str, effect: str) -> float:
+        """P(effect follows cause) / P(effect follows anything) - 1 means independent."""
+        n_cause = self._type.get(cause, 0)
+        n_effect = self._type.get(effect, 0)
+        if n_cause < 5 or n_effect < 5 or self._total == 0:
+            return 0.0
+        pair = self._pair.get((cause, effect), 0)
+        reverse = self._pair.get((effect, cause), 0)
+        if pair <= reverse:
+            return 0.0
+        expected = n_cause * (n_effect / self._total)
+        return pair / max(expected, 1e-9)
+
+    def plausible(self, cause: str, effect: str) -> bool:
+        """Whether `effect` is a plausible consequence of `cause` (same type, or a strong link)."""
+        return cause == effect or self.lift(cause, effect) >= self.min_lift

@@ -1,0 +1,87 @@
+"""Evidence windows: per-asset session windows (gap + maximum length) holding waiting alerts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from correlators.scoring import (
+    CROSS_DOMAIN,
+    DETECTOR_BONUS,
+    FIRST_WEIGHT,
+    SEVERITY_WEIGHT,
+    TACTIC_BONUS,
+    repeat_bonus,
+)
+from schemas.models import Alert, Domain, Severity
+
+__all__ = ["Evidence", "Window"]
+
+
+@dataclass(slots=True)
+class Evidence:
+    """What one signature contributes inside a window."""
+
+    weight: float
+    count: int
+    note: str
+
+
+@dataclass(slots=True)
+class Window:
+    """One asset's open evidence window."""
+
+    asset: str
+    start: float
+    last: float
+    pending: list[tuple[Alert, Severity]] = field(default_factory=list)
+    evidence: dict[str, Evidence] = field(default_factory=dict)
+    sources: set[str] = field(default_factory=set)
+    domains: set[Domain] = field(default_factory=set)
+    tactics: set[str] = field(default_factory=set)
+    findings: list[tuple[str, float]] = field(default_factory=list)
+
+    def add(self, alert: Alert, severity: Severity, novelty: float, note: str) -> None:
+        """Add a waiting alert with its novelty factor (0 = routine, 1 = never seen)."""
+        self.pending.append((alert, severity))
+        ts = alert.time.timestamp()
+        self.last = max(self.last, ts)
+        ev = self.evidence.get(alert.signature)
+        if ev is None:
+            weight = SEVERITY_WEIGHT[severity] * novelty
+            self.evidence[alert.signature] = Evidence(weight, 1, note)
+        else:
+            ev.count += 1
+        if novelty > 0:
+            self.sources.add(alert.source)
+            self.domains.add(alert.domain)
+            self.tactics.update(alert.tactics)
+
+    def score(self, factor: float) -> float:
+        """Total evidence, scaled by the asset's importance."""
+        total = 0.0
+        for ev in self.evidence.values():
+            total += ev.weight * FIRST_WEIGHT + repeat_bonus(ev.count, ev.weight)
+        if total <= 0 and not self.findings:
+            return 0.0
+        total += DETECTOR_BONUS * max(0, len(self.sources) - 1)
+        total += TACTIC_BONUS * max(0, len(self.tactics) - 1)
+        total += sum(w for _, w in self.findings)
+        if len(self.domains) > 1:
+            total *= CROSS_DOMAIN
+        return total * factor
+
+    def explain(self, score: float, threshold: float) -> str:
+        """Human-readable account of the score."""
+        parts = [
+            f"{sig}: {ev.note}" + (f" x{ev.count}" if ev.count > 1 else "")
+            for sig, ev in sorted(self.evidence.items(), key=lambda kv: -kv[1].weight)
+            if ev.weight > 0
+        ][:4]
+        if len(self.sources) > 1:
+            parts.append(f"{len(self.sources)} detectors ({', '.join(sorted(self.sources))})")
+        if len(self.tactics) > 1:
+            parts.append(f"tactics {', '.join(sorted(self.tactics))}")
+        parts.extend(text for text, _ in self.findings)
+        if len(self.domains) > 1:
+            parts.append("security and ops signals on the same asset")
+        return f"score {score:.1f} vs threshold {threshold:.1f} ({'; '.join(parts) or 'no evidence'})"
