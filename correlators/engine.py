@@ -44,6 +44,7 @@ from schemas.models import (
     Status,
 )
 from schemas.rules import AnyRule
+from schemas.rules import default_rules as load_default_rules
 
 __all__ = ["Engine", "EngineStats"]
 
@@ -76,8 +77,11 @@ class Engine:
         changes: list[Change] | None = None,
         rules: list[AnyRule] | None = None,
         feedback: list[Feedback] | None = None,
+        default_rules: bool = False,
     ) -> None:
         cfg = config or EngineConfig()
+        if default_rules:
+            rules = [*load_default_rules(), *(rules or [])]
         self.cfg = cfg
         self.stats = EngineStats()
         self.identity = Identity()

@@ -35,13 +35,16 @@ class Finding:
     detail: str
 
 
-def _group_key(rule: ThresholdRule | DistinctRule | SequenceRule, alert: Alert, asset: str) -> str:
+def _group_key(rule: ThresholdRule | DistinctRule | SequenceRule, alert: Alert, asset: str) -> str | None:
+    """The rule's group for this alert; None when a grouping field is absent (rule skipped)."""
     parts = []
     for field in rule.group_by:
         if field == "asset":
             parts.append(asset)
         elif field == "src_ip":
-            parts.append(alert.src_ip or "-")
+            if not alert.src_ip:
+                return None
+            parts.append(alert.src_ip)
         elif field == "signature":
             parts.append(alert.signature)
         else:
@@ -108,9 +111,10 @@ class RuleSet:
         return found
 
     def _counting(self, rule: ThresholdRule | DistinctRule, alert: Alert, asset: str, now: float) -> Finding | None:
-        if not rule.match.matches(alert):
+        group = _group_key(rule, alert, asset)
+        if group is None or not rule.match.matches(alert):
             return None
-        key = (rule.id, _group_key(rule, alert, asset))
+        key = (rule.id, group)
         events = self._state.setdefault(key, deque(maxlen=MAX_GROUP_EVENTS))
         horizon = now - rule.timespan.total_seconds()
         while events and events[0][0] < horizon:
@@ -143,7 +147,10 @@ class RuleSet:
         return None
 
     def _sequence(self, rule: SequenceRule, alert: Alert, asset: str, now: float) -> Finding | None:
-        key = (rule.id, _group_key(rule, alert, asset))
+        group = _group_key(rule, alert, asset)
+        if group is None:
+            return None
+        key = (rule.id, group)
         step, started = self._seq.get(key, (0, now))
         if step and now - started > rule.timespan.total_seconds():
             step, started = 0, now

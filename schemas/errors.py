@@ -12,6 +12,7 @@ __all__ = [
     "RecordTooLarge",
     "UnknownFormat",
     "ConfigError",
+    "MapSpecError",
 ]
 
 
@@ -57,3 +58,7 @@ class ConfigError(SocnocError):
         super().__init__(f"{where}{message}")
         self.path = path
         self.line = line
+
+
+class MapSpecError(ConfigError):
+    """A `--map` spec, CSV header or adapter option is unusable (an argument, not a record)."""

@@ -109,6 +109,9 @@ class Alert(BaseModel):
     tactics: tuple[str, ...] = ()
     techniques: tuple[str, ...] = ()
     ref: str | None = None
+    fingerprint: str | None = Field(
+        default=None, description="Source's stable key of the condition (Alertmanager)."
+    )
     raw: str = ""
 
     def identifiers(self) -> tuple[str, ...]:

@@ -24,6 +24,8 @@ __all__ = [
     "SequenceRule",
     "Rule",
     "load_rules",
+    "default_rules",
+    "DEFAULT_RULES",
     "AnyRule",
     "Duration",
     "MAX_RULES",
@@ -156,6 +158,14 @@ Rule = Annotated[
 
 
 _ONE_RULE: TypeAdapter[AnyRule] = TypeAdapter(Rule)
+
+
+DEFAULT_RULES = Path(__file__).with_name("default_rules.yml")
+
+
+def default_rules() -> list[AnyRule]:
+    """The shipped default rule pack (schemas/default_rules.yml)."""
+    return load_rules(DEFAULT_RULES)
 
 
 def load_rules(path: Path) -> list[AnyRule]:

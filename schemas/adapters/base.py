@@ -24,6 +24,8 @@ __all__ = [
 
 MAX_RECORD_BYTES = 1024 * 1024
 _LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+_LATEST_EPOCH = _LATEST.timestamp()
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -79,23 +81,32 @@ def decode_text(raw: bytes, ctx: ParseContext) -> str:
 
 
 def check_time(value: datetime) -> datetime:
-    """A tz-aware event time in UTC, or BadTimestamp if absurd (after 2100)."""
-    if value.tzinfo is None:
+    """A tz-aware event time in UTC, or BadTimestamp if absurd (before 1970 or after 2100)."""
+    if value.tzinfo is None or value.utcoffset() is None:
         raise BadTimestamp("timestamp has no time zone")
-    value = value.astimezone(UTC)
+    try:
+        value = value.astimezone(UTC)
+    except OverflowError:
+        raise BadTimestamp(f"timestamp {value.isoformat()} is out of range") from None
     if value >= _LATEST:
         raise BadTimestamp(f"timestamp {value.isoformat()} is after 2100")
+    if value < _EPOCH:
+        raise BadTimestamp(f"timestamp {value.isoformat()} is before 1970 (negative epoch)")
     return value
 
 
 def epoch_to_datetime(value: float) -> datetime:
     """Epoch seconds -> UTC datetime; absurd values (not finite, negative, > 2100) raise."""
-    if not math.isfinite(value):
-        raise BadTimestamp(f"timestamp {value!r} is not finite")
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        finite = False
+    if not finite:
+        raise BadTimestamp(f"timestamp {value!r:.40} is not finite")
     if value < 0:
-        raise BadTimestamp(f"timestamp {value!r} is negative")
-    if value >= _LATEST.timestamp():
-        raise BadTimestamp(f"timestamp {value!r} is after 2100")
+        raise BadTimestamp(f"timestamp {value!r:.40} is negative")
+    if value >= _LATEST_EPOCH:
+        raise BadTimestamp(f"timestamp {value!r:.40} is after 2100")
     return datetime.fromtimestamp(value, tz=UTC)
 
 

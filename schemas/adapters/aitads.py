@@ -1,0 +1,84 @@
+"""AIT Alert Data Set CSV (`time,name,ip,host,short,time_label,event_label`) -> Alert.
+
+`short` is the signature, `name` the title, the detector prefix of `name` (`Wazuh: ...`,
+`Suricata: ...`, `AMiner: ...`) the source, `host` the asset and `ip` its address. The id
+is the record id (`<file>:<line>`). The label columns `time_label` and `event_label` are
+ground truth for evaluation: they are never read, and `raw` is the line without them, so
+blanking the labels gives identical alerts.
+"""
+
+from __future__ import annotations
+
+import re
+
+from schemas.adapters.base import ParseContext, Parsed, decode_text
+from schemas.adapters.csvline import CsvLayout, join_cells
+from schemas.adapters.fields import make_alert, parse_epoch_text
+from schemas.errors import BadTimestamp, MissingField
+from schemas.models import Domain
+
+__all__ = ["AitAdsAdapter", "AITADS_COLUMNS", "LABEL_COLUMNS"]
+
+AITADS_COLUMNS = ("time", "name", "ip", "host", "short", "time_label", "event_label")
+LABEL_COLUMNS = frozenset({"time_label", "event_label"})
+_SOURCES = {"wazuh": "wazuh", "suricata": "suricata", "aminer": "aminer"}
+# Detectors here report on security logs and on system metrics alike; an alert about a
+# resource metric (CPU, memory, disk, load) is an operations signal, whoever raised it.
+_OPS_TERMS = re.compile(r"\b(cpu|memory|disk|load average|swap)\b", re.IGNORECASE)
+
+
+class AitAdsAdapter:
+    """AIT-ADS alert CSV rows; option `columns` is the header. Resource-metric alerts are ops."""
+
+    name = "aitads"
+
+    def __init__(self, options: dict[str, str] | None = None) -> None:
+        columns = (options or {}).get("columns")
+        layout = CsvLayout.from_header(columns) if columns else CsvLayout(AITADS_COLUMNS)
+        self._layout = layout
+        self._time = layout.position("time")
+        self._name = layout.position("name")
+        self._ip = layout.position("ip")
+        self._host = layout.position("host")
+        self._short = layout.position("short")
+        self._keep = tuple(i for i, column in enumerate(layout.columns) if column not in LABEL_COLUMNS)
+        # When the labels are the trailing columns, `raw` is a prefix of the line.
+        self._labels_last = self._keep == tuple(range(len(self._keep)))
+
+    def parse(self, raw: bytes, ctx: ParseContext) -> Parsed:
+        text = decode_text(raw, ctx).rstrip("\r\n")
+        cells = self._layout.split(text)
+        name = cells[self._name]
+        if not name:
+            raise MissingField("name is empty")
+        prefix, colon, _ = name.partition(":")
+        if not colon or not prefix.strip():
+            raise MissingField(f"name {name[:60]!r} has no 'Detector:' prefix")
+        source = prefix.strip().lower()
+        source = _SOURCES.get(source, source)
+        if self._labels_last and '"' not in text:
+            record = ",".join(cells[: len(self._keep)])
+        else:
+            record = join_cells([cells[i] for i in self._keep])
+        host = cells[self._host]
+        if not host:
+            raise MissingField("host is empty")
+        short = cells[self._short]
+        if not short:
+            raise MissingField("short is empty")
+        stamp = cells[self._time]
+        if not stamp:
+            raise BadTimestamp("time is empty")
+        return [
+            make_alert(
+                id=ctx.record_id,
+                source=source,
+                domain=Domain.OPS if _OPS_TERMS.search(name) else Domain.SECURITY,
+                time=parse_epoch_text(stamp, "time"),
+                asset=host,
+                ip=cells[self._ip] or None,
+                signature=short,
+                title=name,
+                raw=record,
+            )
+        ]
