@@ -55,7 +55,10 @@ def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
     _add_rules(sub)
     for name, (module, help_text) in SUBCOMMANDS.items():
         if name == chosen:
-            importlib.import_module(module).register(sub)
+            register = getattr(importlib.import_module(module), "register", None)
+            if register is None:
+                raise ConfigError(f"{module} has no register(subparsers) for `socnoc {name}`")
+            register(sub)
         else:
             sub.add_parser(name, help=help_text)  # listed in --help; real parser when chosen
     return parser
@@ -78,7 +81,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"socnoc {chosen}: not available in this build ({module} is missing)", file=sys.stderr
         )
         return EXIT_USAGE
-    parser = build_parser(chosen)
+    try:
+        parser = build_parser(chosen)
+    except ConfigError as exc:
+        print(f"socnoc {chosen}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         args = parser.parse_args(args_list)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)

@@ -41,7 +41,9 @@ class AitAdsAdapter:
         self._ip = layout.position("ip")
         self._host = layout.position("host")
         self._short = layout.position("short")
-        self._keep = tuple(i for i, column in enumerate(layout.columns) if column not in LABEL_COLUMNS)
+        self._keep = tuple(
+            i for i, column in enumerate(layout.columns) if column not in LABEL_COLUMNS
+        )
         # When the labels are the trailing columns, `raw` is a prefix of the line.
         self._labels_last = self._keep == tuple(range(len(self._keep)))
 

@@ -35,7 +35,9 @@ _NO_END = "0001-01-01"  # Go's zero time: the alert has no end yet
 
 def looks_like_alertmanager(obj: dict[str, Any]) -> bool:
     """Whether a JSON record has the shape of an Alertmanager webhook payload."""
-    return isinstance(obj.get("alerts"), list) and ("version" in obj or "groupKey" in obj or "receiver" in obj)
+    return isinstance(obj.get("alerts"), list) and (
+        "version" in obj or "groupKey" in obj or "receiver" in obj
+    )
 
 
 def _address(instance: str) -> tuple[str | None, str | None]:
@@ -109,7 +111,9 @@ class AlertmanagerAdapter:
             hostname, ip = _address(instance)
         ended_at = None
         ends = entry.get("endsAt")
-        if status is Status.RESOLVED and not (ends is None or (isinstance(ends, str) and ends[:10] in ("", _NO_END))):
+        if status is Status.RESOLVED and not (
+            ends is None or (isinstance(ends, str) and ends[:10] in ("", _NO_END))
+        ):
             ended_at = parse_time(ends, ctx, "endsAt")
         domain = opt_str(labels.get("domain"), "labels.domain")
         signature = req_str(labels.get("alertname"), "labels.alertname")

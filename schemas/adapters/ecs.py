@@ -2,7 +2,8 @@
 
 Accepts a bare `_source` document or a search hit (`{"_id", "_source"}`), with nested
 objects or flat dotted keys (`"kibana.alert.uuid"`) alike. The id is `kibana.alert.uuid`,
-else the hit's `_id`, else the record id; the event time is `kibana.alert.original_time`, else `@timestamp`.
+else the hit's `_id`, else the record id; the event time is `kibana.alert.original_time`,
+else `@timestamp`.
 Severity: `kibana.alert.severity`, else `kibana.alert.risk_score`, else `event.severity`.
 Tactics (names) and techniques (ids) come from `kibana.alert.rule.threat` and `threat.*`.
 """

@@ -31,7 +31,9 @@ class CsvMapAdapter:
         if not columns:
             raise MapSpecError("the csv format needs its header (the columns option)")
         self._layout = CsvLayout.from_header(columns)
-        self._columns = [(field, self._layout.position(column)) for field, column in self.spec.columns.items()]
+        self._columns = [
+            (field, self._layout.position(column)) for field, column in self.spec.columns.items()
+        ]
         self._source = {"source": "csv"}
 
     def parse(self, raw: bytes, ctx: ParseContext) -> Parsed:

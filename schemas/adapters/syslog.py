@@ -38,7 +38,9 @@ _BOM = "\ufeff"
 _DEFAULT_PRI = 13
 
 
-def rfc3164_time(month: int, day: int, clock: tuple[int, int, int, int], ctx: ParseContext) -> datetime:
+def rfc3164_time(
+    month: int, day: int, clock: tuple[int, int, int, int], ctx: ParseContext
+) -> datetime:
     """A year-less local timestamp placed in the year closest to the transport time."""
     if ctx.transport_time is None:
         raise BadTimestamp("an RFC 3164 timestamp has no year and the record no transport time")

@@ -54,7 +54,9 @@ class WazuhAdapter:
         if stamp is None:
             stamp = obj.get("@timestamp")
         mitre = sub(rule, "mitre")
-        src_ip = opt_str(data.get("srcip"), "data.srcip") or opt_str(data.get("src_ip"), "data.src_ip")
+        src_ip = opt_str(data.get("srcip"), "data.srcip") or opt_str(
+            data.get("src_ip"), "data.src_ip"
+        )
         return make_alert(
             id=id_str(obj.get("id"), "id"),
             source="wazuh",

@@ -85,7 +85,11 @@ def test_ecs_fixture() -> None:
     assert hit.severity is Severity.HIGH
     assert hit.tactics == ("Credential Access",)
     assert hit.techniques == ("T1110", "T1110.001")
-    assert (nested.id, nested.severity, nested.signature) == ("nested-uuid-2", Severity.CRITICAL, "ps-001")
+    assert (nested.id, nested.severity, nested.signature) == (
+        "nested-uuid-2",
+        Severity.CRITICAL,
+        "ps-001",
+    )
     assert (by_score.id, by_score.severity) == ("alert-3", Severity.LOW)
     assert recovered.status is Status.RESOLVED
     assert recovered.ended_at == datetime(2024, 1, 1, 1, tzinfo=UTC)
@@ -138,14 +142,20 @@ def _payload(*entries: Any) -> bytes:
 
 
 def test_alertmanager_invalid_entry_is_rejected_alone() -> None:
-    good = {"status": "firing", "labels": {"alertname": "A", "instance": "h"}, "startsAt": "2024-01-01T00:00:00Z"}
+    good = {
+        "status": "firing",
+        "labels": {"alertname": "A", "instance": "h"},
+        "startsAt": "2024-01-01T00:00:00Z",
+    }
     bad_time = {**good, "startsAt": "0001-01-01T00:00:00Z"}
     no_asset = {**good, "labels": {"alertname": "A"}}
     out = get_adapter("alertmanager", {}).parse(
         _payload(good, bad_time, "nope", no_asset, good), ParseContext(record_id="k:0:7")
     )
     assert [type(x).__name__ for x in out] == ["Alert", "Rejected", "Rejected", "Rejected", "Alert"]
-    assert [x.id if isinstance(x, Alert) else x.alert_id for x in out] == [f"k:0:7#{i}" for i in range(1, 6)]
+    assert [x.id if isinstance(x, Alert) else x.alert_id for x in out] == [
+        f"k:0:7#{i}" for i in range(1, 6)
+    ]
     rejected = [x for x in out if isinstance(x, Rejected)]
     assert isinstance(rejected[0].error, BadTimestamp)
     assert isinstance(rejected[1].error, BadValue)
@@ -184,7 +194,9 @@ def test_alertmanager_resolved_without_end() -> None:
 
 
 def test_zabbix_fixture() -> None:
-    problem, recovery, old, old_recovery, orphan = (alert(r) for r in fixture("zabbix_problems.ndjson", "zabbix"))
+    problem, recovery, old, old_recovery, orphan = (
+        alert(r) for r in fixture("zabbix_problems.ndjson", "zabbix")
+    )
     assert problem.id == "42"
     assert problem.time == datetime(2018, 2, 22, 12, 58, 5, 123456, tzinfo=UTC)
     assert (problem.asset, problem.hostname) == ("Host B", "Host B visible")

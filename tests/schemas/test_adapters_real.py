@@ -22,7 +22,9 @@ HUAWEI = DATA / "huawei-25V_474N_Microwave" / "Alarm.csv"
 HUAWEI_MAP = "time=start_timestamp,asset=device_id,signature=alarm_id,end=end_timestamp,domain:=ops"
 
 
-def parse_file(path: Path, fmt: str, options: dict[str, str] | None = None) -> tuple[list[Alert], Counter[str]]:
+def parse_file(
+    path: Path, fmt: str, options: dict[str, str] | None = None
+) -> tuple[list[Alert], Counter[str]]:
     adapter = adapter_for_file(path, fmt, options)
     alerts: list[Alert] = []
     errors: Counter[str] = Counter()

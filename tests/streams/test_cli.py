@@ -57,6 +57,16 @@ def test_registered_streaming_module_gets_its_arguments(
     assert main(["fake", "--n", "7"]) == 7
 
 
+def test_streaming_module_without_register_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "fake_socnoc_bare.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(cli.SUBCOMMANDS, "bare", ("fake_socnoc_bare", "no register"))
+    assert main(["bare"]) == 2
+    assert "has no register" in capsys.readouterr().err
+
+
 def test_rules_check_accepts_every_kind(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     files = [
         write(

@@ -140,3 +140,35 @@ def test_naive_engine_on_request(tmp_path: Path) -> None:
     assert "NaiveCorrelator" in stdout
     decisions = read_jsonl(tmp_path / "decisions.jsonl")
     assert {d["disposition"] for d in decisions} == {"incident"}
+
+
+def blank_aitads(source: Path, target: Path) -> None:
+    lines = source.read_bytes().split(b"\n")
+    out = [lines[0]]
+    for line in lines[1:]:
+        if line:
+            cells = line.rsplit(b",", 2)
+            line = cells[0] + b",,"
+        out.append(line)
+    target.write_bytes(b"\n".join(out))
+
+
+def blank_bgl(source: Path, target: Path) -> None:
+    lines = source.read_bytes().split(b"\n")
+    target.write_bytes(b"\n".join(b"- " + ln.split(b" ", 1)[1] if ln else ln for ln in lines))
+
+
+@pytest.mark.parametrize(("name", "blank"), [("aitads", blank_aitads), ("bgl", blank_bgl)])
+def test_labels_blanked_same_bytes(
+    replayed: dict[str, tuple[Path, str]], tmp_path: Path, name: str, blank: Any
+) -> None:
+    """Same input twice gives the same bytes, and the label columns are never read."""
+    first, _ = replayed[name]
+    source = Path(DATASETS[name][0])
+    copy = tmp_path / source.name
+    blank(source, copy)
+    assert copy.read_bytes() != source.read_bytes()
+    code, _ = run(["replay", str(copy), *DATASETS[name][1:], "--out", str(tmp_path / "o")])
+    assert code == 0
+    for file in ("decisions.jsonl", "incidents.jsonl"):
+        assert (tmp_path / "o" / file).read_bytes() == (first / file).read_bytes()

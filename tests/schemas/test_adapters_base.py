@@ -1,0 +1,73 @@
+"""The shared time and field helpers every adapter relies on."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from schemas.adapters.base import ParseContext, check_time, epoch_to_datetime
+from schemas.adapters.fields import lookup, opt_int, parse_time, str_list
+from schemas.errors import BadTimestamp, BadValue
+
+CTX = ParseContext(record_id="x")
+
+
+@pytest.mark.parametrize(
+    "value", [float("nan"), float("inf"), float("-inf"), -1, -0.5, 4102444800, 10**400, 1e300]
+)
+def test_absurd_epochs(value: float) -> None:
+    with pytest.raises(BadTimestamp):
+        epoch_to_datetime(value)
+
+
+def test_epoch_zero_and_relative_seconds_are_valid() -> None:
+    assert epoch_to_datetime(0) == datetime(1970, 1, 1, tzinfo=UTC)
+    assert epoch_to_datetime(15) == datetime(1970, 1, 1, 0, 0, 15, tzinfo=UTC)
+    assert epoch_to_datetime(4102444799.5).year == 2099
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        datetime(2024, 1, 1),  # noqa: DTZ001 - naive on purpose
+        datetime(2100, 1, 1, tzinfo=UTC),
+        datetime(1969, 12, 31, 23, 59, tzinfo=UTC),
+        datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5))),
+        datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5))),
+    ],
+)
+def test_check_time_rejects(value: datetime) -> None:
+    with pytest.raises(BadTimestamp):
+        check_time(value)
+
+
+def test_check_time_converts_to_utc() -> None:
+    value = check_time(datetime(2024, 1, 1, 1, tzinfo=timezone(timedelta(hours=1))))
+    assert value == datetime(2024, 1, 1, tzinfo=UTC) and value.tzinfo is UTC
+
+
+@pytest.mark.parametrize("value", [None, "", "noon", True, [], {}, "2024-02-30T00:00:00Z"])
+def test_parse_time_rejects(value: Any) -> None:
+    with pytest.raises(BadTimestamp):
+        parse_time(value, CTX, "t")
+
+
+def test_lookup_nested_flat_and_mixed() -> None:
+    doc = {"a.b": 1, "c": {"d": {"e": 2}}, "f": {"g.h": 3}, "i": None}
+    assert lookup(doc, "a.b") == 1
+    assert lookup(doc, "c.d.e") == 2
+    assert lookup(doc, "f.g.h") == 3
+    assert lookup(doc, "c.x") is None
+    assert lookup(doc, "i") is None
+
+
+def test_small_converters() -> None:
+    assert opt_int("12", "n") == 12 and opt_int(3.0, "n") == 3 and opt_int("", "n") is None
+    for bad in (True, 1.5, "x", "9" * 30, [1]):
+        with pytest.raises(BadValue):
+            opt_int(bad, "n")
+    assert str_list(["a", "", "a", "b"], "l") == ("a", "b")
+    with pytest.raises(BadValue):
+        str_list([1], "l")
