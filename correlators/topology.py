@@ -44,7 +44,7 @@ class Topology:
 class Precedence:
     """Counts of alarm type pairs (A then B nearby in time and topology)."""
 
-    def __init__(self, span_s: float, min_lift: float, memory: int = 64) -> None:
+    def __init__(self, span_s: float, min_lift: float | None, memory: int = 64) -> None:
         self._span = span_s
         self.min_lift = min_lift
         self._recent: deque[tuple[float, str, str]] = deque(maxlen=memory)
@@ -80,4 +80,6 @@ class Precedence:
 
     def plausible(self, cause: str, effect: str) -> bool:
         """Whether `effect` is a plausible consequence of `cause` (same type, or a strong link)."""
-        return cause == effect or self.lift(cause, effect) >= self.min_lift
+        if cause == effect:
+            return True
+        return self.min_lift is not None and self.lift(cause, effect) >= self.min_lift

@@ -10,6 +10,7 @@ blanking the labels gives identical alerts.
 from __future__ import annotations
 
 import re
+from datetime import datetime
 
 from schemas.adapters.base import ParseContext, Parsed, decode_text
 from schemas.adapters.csvline import CsvLayout, join_cells
@@ -44,8 +45,17 @@ class AitAdsAdapter:
         self._keep = tuple(
             i for i, column in enumerate(layout.columns) if column not in LABEL_COLUMNS
         )
+        # Consecutive rows often share a second: reuse the last parsed time.
+        self._last_stamp = ""
+        self._last_time = parse_epoch_text("0", "time")
         # When the labels are the trailing columns, `raw` is a prefix of the line.
         self._labels_last = self._keep == tuple(range(len(self._keep)))
+
+    def _time_of(self, stamp: str) -> datetime:
+        if stamp != self._last_stamp:
+            self._last_time = parse_epoch_text(stamp, "time")
+            self._last_stamp = stamp
+        return self._last_time
 
     def parse(self, raw: bytes, ctx: ParseContext) -> Parsed:
         text = decode_text(raw, ctx).rstrip("\r\n")
@@ -76,7 +86,7 @@ class AitAdsAdapter:
                 id=ctx.record_id,
                 source=source,
                 domain=Domain.OPS if _OPS_TERMS.search(name) else Domain.SECURITY,
-                time=parse_epoch_text(stamp, "time"),
+                time=self._time_of(stamp),
                 asset=host,
                 ip=cells[self._ip] or None,
                 signature=short,

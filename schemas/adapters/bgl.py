@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from functools import lru_cache
 
 from schemas.adapters.base import ParseContext, Parsed, check_time, decode_text, epoch_to_datetime
 from schemas.adapters.fields import make_alert
@@ -25,6 +26,7 @@ _VARIABLE = re.compile(r"(^|[\s=])[^\s=]*\d\S*")
 _MAX_TEMPLATE = 200
 
 
+@lru_cache(maxsize=8192)
 def template(message: str) -> str:
     """The message with every digit-bearing token (numbers, hex, addresses) as `<*>`."""
     return _VARIABLE.sub(r"\1<*>", message)[:_MAX_TEMPLATE]

@@ -86,13 +86,13 @@ scalars = (
     | st.text(max_size=30)
     | st.sampled_from(["", "0001-01-01T00:00:00Z", "2024-02-30T00:00:00Z", "1e400", "-", "9" * 30])
 )
-json_values = st.recursive(
-    scalars,
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
-    ),
-    max_leaves=12,
-)
+
+
+def _containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+
+
+json_values = st.recursive(scalars, _containers, max_leaves=12)
 
 
 def check(adapter: Adapter, raw: bytes, ctx: ParseContext) -> None:
