@@ -23,6 +23,7 @@ class EngineConfig:
     open_threshold: float = 14.0
     # baselines
     warmup: timedelta = timedelta(hours=24)
+    warmup_weight: float = 0.1  # novelty multiplier while no baseline exists yet
     baseline_half_life: timedelta = timedelta(days=3)
     routine_count: float = 5.0
     burst_factor: float = 20.0

@@ -4,7 +4,7 @@ Order of questions for each alert (the first that answers decides):
 redelivered? -> analyst verdict -> suppression rule -> change window / authorised scan ->
 recovery of a known condition -> open incident on the asset -> consequence of a linked
 device's incident -> same signature as a live campaign on another asset -> routine
-(baseline) or duplicate -> warm-up -> evidence in the asset's window (decided when the window
+(baseline) or duplicate -> evidence in the asset's window (weakly weighted during warm-up) (decided when the window
 opens an incident or closes without one).
 """
 
@@ -248,12 +248,14 @@ class Engine:
         if routine:
             self._routine(alert, asset, fam, out)
             return
-        if self._first is not None and ts < self._first + self.cfg.warmup.total_seconds():
-            if SEVERITY_RANK[severity] < SEVERITY_RANK[Severity.HIGH] and not findings and not flapping:
-                until = _when(self._first + self.cfg.warmup.total_seconds())
-                self._noise(alert, asset, f"baseline warm-up: learning what is routine until {until}", out)
-                return
-        self._evidence(alert, asset, severity, fam, findings, flapping, sev_rule, ts, out)
+        warm = (
+            self._first is not None
+            and ts < self._first + self.cfg.warmup.total_seconds()
+            and SEVERITY_RANK[severity] < SEVERITY_RANK[Severity.HIGH]
+            and not findings
+            and not flapping
+        )
+        self._evidence(alert, asset, severity, fam, findings, flapping, sev_rule, ts, out, warm=warm)
 
     def _root_of(self, window: Window) -> tuple[Alert, set[str]]:
         """Root alert of a window, and the ids of ops alarms that are not plausible effects of it.
@@ -277,6 +279,10 @@ class Engine:
         if alert.domain is not Domain.OPS or Domain.SECURITY in inc.domains:
             return True
         return self.precedence.plausible(inc.root_signature, alert.signature)
+
+    @property
+    def _first_ts(self) -> float:
+        return self._first if self._first is not None else self._clock
 
     def _novelty(self, fam: Familiarity) -> float:
         if fam.novel:
@@ -310,6 +316,8 @@ class Engine:
         sev_rule: str | None,
         ts: float,
         out: list[Output],
+        *,
+        warm: bool = False,
     ) -> None:
         novelty = self._novelty(fam)
         if fam.novel:
@@ -324,6 +332,11 @@ class Engine:
             note = f"uncommon ({fam.total} seen before)"
         if sev_rule is not None:
             note += f", severity {severity.value} by rule {sev_rule}"
+        if warm:
+            # No baseline yet: everything looks new. Keep the alert as weak evidence, so it
+            # is decided with its window (and joins an incident a strong signal opens).
+            novelty *= self.cfg.warmup_weight
+            note += f" (baseline warm-up until {_when(self._first_ts + self.cfg.warmup.total_seconds())})"
         window = self._windows.get(asset)
         if window is None:
             window = Window(asset=asset, start=ts, last=ts)

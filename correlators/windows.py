@@ -14,7 +14,10 @@ from correlators.scoring import (
 )
 from schemas.models import Alert, Domain, Severity
 
-__all__ = ["Evidence", "Window"]
+__all__ = ["Evidence", "Window", "DIVERSITY_MIN"]
+
+# Alerts this weak (warm-up) add their own weight but do not count as extra detectors/tactics.
+DIVERSITY_MIN = 0.2
 
 
 @dataclass(slots=True)
@@ -51,7 +54,7 @@ class Window:
             self.evidence[alert.signature] = Evidence(weight, 1, note)
         else:
             ev.count += 1
-        if novelty > 0:
+        if novelty >= DIVERSITY_MIN:
             self.sources.add(alert.source)
             self.domains.add(alert.domain)
             self.tactics.update(alert.tactics)

@@ -138,15 +138,19 @@ def test_routine_signature_is_noise_with_its_count_and_repeats_are_duplicates() 
     assert "login-failed" in second.reason
 
 
-def test_warmup_learns_without_paging() -> None:
+def test_warmup_keeps_alerts_as_weak_evidence_until_a_strong_signal() -> None:
     run = Run(Engine(EngineConfig(warmup=timedelta(hours=24))))
     quiet = alert(0, signature="new")
     run.push(quiet)
+    assert quiet.id not in run.decisions  # waits in the window, weakly weighted
+    run.advance(20)
     assert run.decisions[quiet.id].disposition is Disposition.NOISE
-    assert "warm-up" in run.decisions[quiet.id].reason
-    loud = alert(1, signature="ransomware", severity=Severity.CRITICAL, source="edr")
-    run.push(loud)
-    assert loud.id not in run.decisions or run.decisions[loud.id].disposition is Disposition.INCIDENT
+    assert "baseline warm-up until" in run.decisions[quiet.id].reason
+    early = alert(30, signature="probe")
+    loud = alert(31, signature="ransomware", severity=Severity.CRITICAL, source="edr")
+    run.push(early, loud)
+    assert run.decisions[early.id].disposition is Disposition.INCIDENT
+    assert run.decisions[early.id].incident_id == run.decisions[loud.id].incident_id
 
 
 def test_maintenance_window_explains_ops_alerts_only() -> None:
