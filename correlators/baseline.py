@@ -2,8 +2,8 @@
 
 Counts decay exponentially (half-life in event time), so a signature that stops firing
 becomes novel again. A signature is *routine* on an asset once its decayed count reaches
-`routine_count` and it was seen in more than one hour bucket; a routine signature arriving
-far above its usual rate is a *burst*.
+`routine_count` and it was seen in more than one hour of the day. State is nested per asset,
+so an idle asset's whole baseline can be evicted at once.
 """
 
 from __future__ import annotations
@@ -48,17 +48,18 @@ class Familiarity:
 
 
 class Baseline:
-    """Signature statistics per (asset, signature), plus how many assets know a signature."""
+    """Signature statistics per asset, plus how many assets know each signature."""
 
     def __init__(self, half_life_s: float, routine_count: float) -> None:
         self._half_life = half_life_s
         self._routine = routine_count
-        self._stats: dict[tuple[str, str], SignatureStats] = {}
+        self._stats: dict[str, dict[str, SignatureStats]] = {}
         self._assets_with: dict[str, int] = {}
 
     def familiarity(self, asset: str, signature: str, now: float) -> Familiarity:
         """Familiarity before counting the current alert."""
-        stats = self._stats.get((asset, signature))
+        per_asset = self._stats.get(asset)
+        stats = per_asset.get(signature) if per_asset is not None else None
         elsewhere = self._assets_with.get(signature, 0)
         if stats is None:
             return Familiarity(0.0, 0, 0, 0.0, elsewhere)
@@ -72,29 +73,58 @@ class Baseline:
 
     def observe(self, asset: str, signature: str, now: float) -> None:
         """Count one occurrence."""
-        key = (asset, signature)
-        stats = self._stats.get(key)
+        per_asset = self._stats.get(asset)
+        if per_asset is None:
+            per_asset = self._stats[asset] = {}
+        stats = per_asset.get(signature)
         hour_bit = 1 << int((now // 3600) % 24)
         if stats is None:
-            self._stats[key] = SignatureStats(1.0, now, now, hour_bit, 1)
+            per_asset[signature] = SignatureStats(1.0, now, now, hour_bit, 1)
             self._assets_with[signature] = self._assets_with.get(signature, 0) + 1
             return
         stats.count = stats.decayed(now, self._half_life) + 1.0
-        stats.last = max(stats.last, now)
+        if now > stats.last:
+            stats.last = now
         stats.hours |= hour_bit
         stats.total += 1
 
     def forget_asset(self, asset: str) -> int:
-        """Drop an asset's statistics (idle-state eviction); returns entries removed."""
-        keys = [k for k in self._stats if k[0] == asset]
-        for key in keys:
-            del self._stats[key]
-            left = self._assets_with.get(key[1], 1) - 1
+        """Drop an asset's statistics (idle-state eviction); returns signatures removed."""
+        per_asset = self._stats.pop(asset, None)
+        if not per_asset:
+            return 0
+        for signature in per_asset:
+            left = self._assets_with.get(signature, 1) - 1
             if left > 0:
-                self._assets_with[key[1]] = left
+                self._assets_with[signature] = left
             else:
-                self._assets_with.pop(key[1], None)
-        return len(keys)
+                self._assets_with.pop(signature, None)
+        return len(per_asset)
+
+    def assets(self) -> int:
+        """Number of assets with a baseline."""
+        return len(self._stats)
 
     def __len__(self) -> int:
-        return len(self._stats)
+        return sum(len(v) for v in self._stats.values())
+
+    def export(self) -> dict[str, dict[str, list[float]]]:
+        """Plain data for snapshots: asset -> signature -> [count, last, first, hours, total]."""
+        return {
+            asset: {sig: [s.count, s.last, s.first, s.hours, s.total] for sig, s in sigs.items()}
+            for asset, sigs in self._stats.items()
+        }
+
+    def load(self, data: dict[str, dict[str, list[float]]]) -> None:
+        """Replace the state with an `export()`."""
+        self._stats = {
+            asset: {
+                sig: SignatureStats(float(v[0]), float(v[1]), float(v[2]), int(v[3]), int(v[4]))
+                for sig, v in sigs.items()
+            }
+            for asset, sigs in data.items()
+        }
+        self._assets_with = {}
+        for sigs in self._stats.values():
+            for sig in sigs:
+                self._assets_with[sig] = self._assets_with.get(sig, 0) + 1

@@ -46,3 +46,6 @@ class EngineConfig:
     max_timeline: int = 200
     max_pending_per_asset: int = 100_000
     max_seen_ids: int = 2_000_000
+    max_assets: int = 500_000
+    max_windows: int = 100_000
+    max_idle: timedelta = timedelta(days=30)

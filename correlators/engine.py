@@ -54,9 +54,10 @@ _FAR_FUTURE = 4102444800.0  # 2100-01-01
 class EngineStats:
     """Counters the shell exports as metrics."""
 
-    __slots__ = ("late", "alerts", "evicted_assets")
+    __slots__ = ("late", "alerts", "evicted_assets", "windows_closed_early")
 
     def __init__(self) -> None:
+        self.windows_closed_early = 0
         self.late = 0
         self.alerts = 0
         self.evicted_assets = 0
@@ -111,9 +112,11 @@ class Engine:
         self._open_by_asset: dict[str, str] = {}
         self._quiet_heap: list[tuple[float, str]] = []
         self._dirty: set[str] = set()
-        self._last_noise: dict[tuple[str, str], tuple[float, str, int]] = {}
-        self._toggles: dict[tuple[str, str], list[float]] = {}
+        self._last_noise: dict[str, dict[str, tuple[float, str, int]]] = {}
+        self._toggles: dict[str, dict[str, list[float]]] = {}
         self._sig_incident: dict[str, tuple[str, float]] = {}
+        self._recent_assets: dict[str, float] = {}
+        self._max_idle = cfg.max_idle.total_seconds()
 
     # -- context -----------------------------------------------------------------------
     def on_context(self, item: Asset | Change | Feedback) -> None:
@@ -152,6 +155,11 @@ class Engine:
         if ts > self._clock:
             self._advance(ts, out)
         asset = self.identity.resolve(alert)
+        recent = self._recent_assets
+        recent.pop(asset, None)
+        recent[asset] = ts
+        if len(recent) > self.cfg.max_assets:
+            self._evict(ts)
         if late:
             self.stats.late += 1
         self._decide(alert, asset, ts, late, out)
@@ -339,6 +347,9 @@ class Engine:
             note += f" (baseline warm-up until {_when(self._first_ts + self.cfg.warmup.total_seconds())})"
         window = self._windows.get(asset)
         if window is None:
+            if len(self._windows) >= self.cfg.max_windows:
+                self.stats.windows_closed_early += 1
+                self._close_window(next(iter(self._windows)), out, early=True)
             window = Window(asset=asset, start=ts, last=ts)
             self._windows[asset] = window
             heapq.heappush(self._window_heap, (ts + self._gap, asset, ts))
@@ -447,18 +458,21 @@ class Engine:
             self._mark(inc, ts, out)
 
     def _routine(self, alert: Alert, asset: str, fam: Familiarity, out: list[Output]) -> None:
-        key = (asset, alert.signature)
+        key = alert.signature
         ts = alert.time.timestamp()
-        prev = self._last_noise.get(key)
+        memory = self._last_noise.get(asset)
+        if memory is None:
+            memory = self._last_noise[asset] = {}
+        prev = memory.get(key)
         if prev is not None and ts - prev[0] <= self.cfg.dedup_window.total_seconds():
             count = prev[2] + 1
-            self._last_noise[key] = (prev[0], prev[1], count)
+            memory[key] = (prev[0], prev[1], count)
             reason = (
                 f"duplicate of {prev[1]}: {alert.signature} repeated {count} times on {asset} since {_when(prev[0])}"
             )
             out.append(self._decision(alert, asset, Disposition.DUPLICATE, reason, None))
             return
-        self._last_noise[key] = (ts, alert.id, 1)
+        memory[key] = (ts, alert.id, 1)
         reason = (
             f"routine: {alert.signature} seen {fam.total} times on {asset} "
             f"(~{fam.rate_per_hour:.1f}/h, in {fam.hours_seen} distinct hours of day)"
@@ -549,18 +563,23 @@ class Engine:
 
     def _flapping(self, alert: Alert, asset: str, ts: float) -> bool:
         """Firing/resolved toggles of one condition: flapping at `flap_transitions` in the span."""
-        key = (asset, alert.signature)
-        marks = self._toggles.get(key)
+        key = alert.signature
+        per_asset = self._toggles.get(asset)
+        marks = per_asset.get(key) if per_asset is not None else None
         if alert.status is Status.RESOLVED or marks is not None:
+            if per_asset is None:
+                per_asset = self._toggles[asset] = {}
             if marks is None:
-                marks = self._toggles[key] = []
+                marks = per_asset[key] = []
             if not marks or (len(marks) % 2 == 0) == (alert.status is Status.FIRING):
                 marks.append(ts)
             horizon = ts - self.cfg.flap_window.total_seconds()
             while marks and marks[0] < horizon:
                 marks.pop(0)
             if not marks:
-                del self._toggles[key]
+                del per_asset[key]
+                if not per_asset:
+                    del self._toggles[asset]
             return len(marks) >= self.cfg.flap_transitions
         return False
 
@@ -600,13 +619,44 @@ class Engine:
                     if inc.dirty:
                         out.append(inc.event(LifecycleEvent.UPDATED, ts))
                     self._dirty.discard(inc_id)
+        recent = self._recent_assets
+        if recent and next(iter(recent.values())) < ts - self._max_idle:
+            self._evict(ts)
 
-    def _close_window(self, asset: str, out: list[Output]) -> None:
+    def _evict(self, now: float) -> None:
+        """Forget the state of assets idle past `max_idle`, or the least recent beyond `max_assets`.
+
+        An asset with a waiting window or a live incident is never evicted (it is moved to the
+        back of the queue instead); eviction costs that asset its baseline and dedup memory.
+        """
+        recent = self._recent_assets
+        horizon = now - self._max_idle
+        budget = len(recent)
+        while recent and budget > 0:
+            budget -= 1
+            asset, seen = next(iter(recent.items()))
+            if seen >= horizon and len(recent) <= self.cfg.max_assets:
+                return
+            del recent[asset]
+            if asset in self._windows or asset in self._open_by_asset:
+                recent[asset] = seen
+                continue
+            self.baseline.forget_asset(asset)
+            self._last_noise.pop(asset, None)
+            self._toggles.pop(asset, None)
+            self.stats.evicted_assets += 1
+
+    def tracked_assets(self) -> int:
+        """Assets with state in the engine (for the tracked-assets metric)."""
+        return len(self._recent_assets)
+
+    def _close_window(self, asset: str, out: list[Output], early: bool = False) -> None:
         window = self._windows.pop(asset)
         score = window.score(self._factor(asset))
         why = window.explain(score, self.cfg.open_threshold)
+        how = f"closed early (more than {self.cfg.max_windows} open windows)" if early else "closed"
         for alert, _ in window.pending:
-            reason = f"window on {asset} closed without incident: {why}"
+            reason = f"window on {asset} {how} without incident: {why}"
             out.append(self._decision(alert, asset, Disposition.NOISE, reason, None))
 
     # -- helpers -----------------------------------------------------------------------

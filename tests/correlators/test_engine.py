@@ -316,3 +316,24 @@ def test_same_input_gives_same_output() -> None:
         return [d.model_dump_json() for d in run.decisions.values()] + [e.model_dump_json() for e in run.events]
 
     assert once() == once()
+
+
+def test_idle_and_excess_assets_are_evicted_but_live_ones_kept() -> None:
+    cfg = replace(NO_WARMUP, max_assets=50, max_windows=20, max_idle=timedelta(days=1))
+    run = Run(Engine(cfg))
+    live = [alert(0, "keep-me", f"s{i}", source=f"d{i}", severity=Severity.HIGH) for i in range(3)]
+    run.push(*live)
+    for i in range(1000):
+        run.push(alert(1 + i * 0.01, f"flood-{i}", "probe", severity=Severity.INFO))
+    engine = run.engine
+    assert engine.tracked_assets() <= 51
+    assert engine.baseline.assets() <= 60
+    assert engine.stats.evicted_assets >= 900
+    assert "keep-me" in engine._recent_assets  # its incident is live
+    assert engine.stats.windows_closed_early >= 900
+    early = [d for d in run.decisions.values() if "closed early (more than 20 open windows)" in d.reason]
+    assert len(early) >= 900
+    run.push(alert(3 * 24 * 60, "late-comer", "x"))  # two idle days later
+    assert engine.tracked_assets() <= 3
+    run.flush()
+    assert len(run.decisions) == 1004
