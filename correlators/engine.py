@@ -129,6 +129,19 @@ class Engine:
         else:
             self.explainer.add_feedback(item)
 
+    def snapshot(self) -> bytes:
+        """The complete state as JSON bytes (see correlators/state.py)."""
+        from correlators.state import dump
+
+        return dump(self)
+
+    @classmethod
+    def restore(cls, data: bytes) -> Engine:
+        """An engine in the state a `snapshot()` captured."""
+        from correlators.state import load
+
+        return load(data)
+
     def replace_rules(self, rules: list[AnyRule]) -> None:
         """Hot reload of the rule set."""
         self.rules.replace(rules)

@@ -79,6 +79,14 @@ class Explainer:
             return item
         return None
 
+    def changes(self) -> list[Change]:
+        """All change windows, in the order added."""
+        return list(self._changes.values())
+
+    def feedback(self) -> list[Feedback]:
+        """All analyst verdicts, in the order added."""
+        return list(self._feedback.values())
+
     def acks(self) -> list[Feedback]:
         """Acknowledgements, for the lifecycle to attach to incidents."""
         return [f for f in self._feedback.values() if f.kind is FeedbackKind.ACK]

@@ -84,6 +84,25 @@ class RuleSet:
     def __len__(self) -> int:
         return len(self._suppress) + len(self._severity) + len(self._corr)
 
+    def all_rules(self) -> list[AnyRule]:
+        """Every enabled rule (for snapshots)."""
+        return [*self._suppress, *self._severity, *self._corr]
+
+    def counting_state(self) -> dict[tuple[str, str], deque[tuple[float, str]]]:
+        return self._state
+
+    def sequence_state(self) -> dict[tuple[str, str], tuple[int, float]]:
+        return self._seq
+
+    def load_state(
+        self,
+        counting: dict[tuple[str, str], deque[tuple[float, str]]],
+        sequence: dict[tuple[str, str], tuple[int, float]],
+    ) -> None:
+        """Restore correlation-rule state from a snapshot."""
+        self._state = {k: deque(v, maxlen=MAX_GROUP_EVENTS) for k, v in counting.items()}
+        self._seq = dict(sequence)
+
     def suppression(self, alert: Alert) -> SuppressRule | None:
         """The first suppression rule matching the alert."""
         for rule in self._suppress:

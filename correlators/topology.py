@@ -78,6 +78,28 @@ class Precedence:
         expected = n_cause * (n_effect / self._total)
         return pair / max(expected, 1e-9)
 
+    def export(self) -> dict[str, object]:
+        """Plain data for snapshots."""
+        return {
+            "recent": [list(r) for r in self._recent],
+            "pair": [[a, b, n] for (a, b), n in self._pair.items()],
+            "type": self._type,
+            "total": self._total,
+        }
+
+    def load(self, data: dict[str, object]) -> None:
+        """Replace the state with an `export()`."""
+        recent = data["recent"]
+        pairs = data["pair"]
+        types = data["type"]
+        total = data["total"]
+        assert isinstance(recent, list) and isinstance(pairs, list) and isinstance(types, dict)
+        self._recent.clear()
+        self._recent.extend((float(t), str(a), str(k)) for t, a, k in recent)
+        self._pair = {(str(a), str(b)): int(n) for a, b, n in pairs}
+        self._type = {str(k): int(v) for k, v in types.items()}
+        self._total = int(total) if isinstance(total, int) else 0
+
     def plausible(self, cause: str, effect: str) -> bool:
         """Whether `effect` is a plausible consequence of `cause` (same type, or a strong link)."""
         if cause == effect:

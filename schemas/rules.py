@@ -25,6 +25,7 @@ __all__ = [
     "Rule",
     "load_rules",
     "default_rules",
+    "parse_rules",
     "DEFAULT_RULES",
     "AnyRule",
     "Duration",
@@ -161,6 +162,12 @@ _ONE_RULE: TypeAdapter[AnyRule] = TypeAdapter(Rule)
 
 
 DEFAULT_RULES = Path(__file__).with_name("default_rules.yml")
+_RULE_LIST: TypeAdapter[list[AnyRule]] = TypeAdapter(list[Rule])
+
+
+def parse_rules(data: object) -> list[AnyRule]:
+    """Rules from already-parsed data (a snapshot); raises pydantic's ValidationError."""
+    return _RULE_LIST.validate_python(data)
 
 
 def default_rules() -> list[AnyRule]:
