@@ -30,7 +30,7 @@ from correlators.scoring import (
 from correlators.topology import Precedence, Topology
 from correlators.types import Output
 from correlators.windows import Window
-from schemas.context import Asset, Change, Exposure, Feedback
+from schemas.context import Asset, Change, Exposure, Feedback, FeedbackKind
 from schemas.models import (
     SEVERITY_RANK,
     Alert,
@@ -128,6 +128,12 @@ class Engine:
             self.explainer.add_change(item)
         else:
             self.explainer.add_feedback(item)
+            if item.kind is FeedbackKind.ACK and item.incident_id in self._incidents:
+                inc = self._incidents[item.incident_id]
+                who = f" by {item.analyst}" if item.analyst else ""
+                inc.note_reason(f"acknowledged{who} at {_when(item.time.timestamp())}")
+                inc.dirty = True
+                self._dirty.add(inc.id)
 
     def snapshot(self) -> bytes:
         """The complete state as JSON bytes (see correlators/state.py)."""
@@ -236,6 +242,11 @@ class Engine:
         if inc is not None and (
             not routine or (asset, alert.signature) in inc.evidence or alert.domain not in inc.domains
         ):
+            if not routine and alert.domain is Domain.SECURITY:
+                other = self._campaign(alert, asset, ts)
+                if other is not None and other.id != inc.id:
+                    loser, inc = sorted((inc, other), key=lambda i: (i.opened_at, i.id), reverse=True)
+                    self._merge(loser, inc, ts, out)
             if not routine:
                 inc.evidence.add((asset, alert.signature))
             self._join(inc, alert, asset, severity, self._member_note(fam, asset), ts, out)
@@ -393,7 +404,7 @@ class Engine:
         del self._windows[asset]
         explanation = window.explain(score, self.cfg.open_threshold)
         first, apart = self._root_of(window)
-        target = self._group_target(window, ts)
+        target = self._group_target(window, ts, out)
         if target is None:
             inc = IncidentState(
                 id=incident_id(asset, ts, first.id),
@@ -553,20 +564,59 @@ class Engine:
                 best = inc
         return best
 
-    def _group_target(self, window: Window, ts: float) -> IncidentState | None:
-        """An open incident this window's evidence belongs to (campaign or topology)."""
+    def _group_target(self, window: Window, ts: float, out: list[Output]) -> IncidentState | None:
+        """An open incident this window's evidence belongs to (campaign or topology).
+
+        When the window's signatures are live in several security incidents, they are one
+        campaign: the others are merged into the oldest.
+        """
         if Domain.SECURITY in window.domains:
             span = self.cfg.campaign_window.total_seconds()
+            found: dict[str, IncidentState] = {}
             for sig in sorted(window.evidence):
                 hit = self._sig_incident.get(sig)
                 if hit is None or ts - hit[1] > span:
                     continue
                 inc = self._incidents[hit[0]]
                 if inc.resolved_at is None and Domain.SECURITY in inc.domains:
-                    return inc
-            return None
+                    found[inc.id] = inc
+            if not found:
+                return None
+            ordered = sorted(found.values(), key=lambda i: (i.opened_at, i.id))
+            for other in ordered[1:]:
+                self._merge(other, ordered[0], ts, out)
+            return ordered[0]
         first, _ = window.pending[0]
         return self._parent_incident(first, window.asset, ts)
+
+    def _merge(self, loser: IncidentState, winner: IncidentState, ts: float, out: list[Output]) -> None:
+        """Fold one incident into another: `merged` event for the loser, update for the winner."""
+        loser.merged_into = winner.id
+        loser.resolved_at = ts
+        loser.updated_at = max(loser.updated_at, ts)
+        loser.note_reason(f"merged into {winner.id} (same campaign)")
+        out.append(loser.event(LifecycleEvent.MERGED, ts))
+        self._dirty.discard(loser.id)
+        for asset in loser.assets:
+            if asset not in winner.assets:
+                winner.assets.append(asset)
+            if self._open_by_asset.get(asset) == loser.id:
+                self._open_by_asset[asset] = winner.id
+        for sig, (inc_id, when) in list(self._sig_incident.items()):
+            if inc_id == loser.id:
+                self._sig_incident[sig] = (winner.id, when)
+        winner.alert_count += loser.alert_count
+        winner.domains |= loser.domains
+        winner.owners |= loser.owners
+        winner.evidence |= loser.evidence
+        winner.raw += loser.raw
+        for sig, n in loser.signatures.items():
+            winner.signatures[sig] = winner.signatures.get(sig, 0) + n
+        if SEVERITY_RANK[loser.severity] > SEVERITY_RANK[winner.severity]:
+            winner.severity = loser.severity
+        winner.last_activity = max(winner.last_activity, loser.last_activity)
+        winner.note_reason(f"absorbed {loser.id} ({loser.alert_count} alerts on {', '.join(loser.assets[:5])})")
+        winner.dirty = True
 
     def _condition_incident(self, asset: str, signature: str, ts: float) -> IncidentState | None:
         inc = self._live_incident(asset, ts)

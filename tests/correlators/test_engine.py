@@ -337,3 +337,27 @@ def test_idle_and_excess_assets_are_evicted_but_live_ones_kept() -> None:
     assert engine.tracked_assets() <= 3
     run.flush()
     assert len(run.decisions) == 1004
+
+
+def test_window_spanning_two_live_campaigns_merges_them() -> None:
+    run = Run(Engine(NO_WARMUP))
+    run.push(*(alert(i * 0.1, "web-1", f"a{i}", source=f"d{i}", severity=Severity.HIGH) for i in range(3)))
+    run.push(*(alert(1 + i * 0.1, "db-1", f"b{i}", source=f"d{i}", severity=Severity.HIGH) for i in range(3)))
+    first, second = (e for e in run.events if e.event is LifecycleEvent.OPENED)
+    assert first.incident_id != second.incident_id
+    # a third asset whose window carries signatures of both incidents ties them together
+    run.push(alert(2, "app-1", "a0", severity=Severity.HIGH), alert(2.1, "app-1", "b0", severity=Severity.HIGH))
+    run.push(alert(2.2, "app-1", "c0", severity=Severity.HIGH, source="edr"))
+    merged = [e for e in run.events if e.event is LifecycleEvent.MERGED]
+    assert [(e.incident_id, e.merged_into) for e in merged] == [(second.incident_id, first.incident_id)]
+    run.engine.on_context(
+        Feedback(id="ACK-1", kind=FeedbackKind.ACK, time=at(3), incident_id=first.incident_id, analyst="bo")
+    )
+    run.advance(10)
+    run.flush()
+    final = {i.incident_id: i for i in run.engine.incidents()}
+    assert final[second.incident_id].merged_into == first.incident_id
+    assert set(final[first.incident_id].assets) == {"web-1", "db-1", "app-1"}
+    assert final[first.incident_id].alert_count == 9
+    last = [e for e in run.events if e.incident_id == first.incident_id][-1]
+    assert any(r.startswith("acknowledged by bo") for r in last.reasons)
