@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import heapq
 from datetime import datetime
+from functools import lru_cache
 
 from correlators.baseline import Baseline, Familiarity
 from correlators.config import EngineConfig
@@ -63,6 +64,7 @@ class EngineStats:
         self.evicted_assets = 0
 
 
+@lru_cache(maxsize=4096)
 def _when(ts: float) -> str:
     return to_dt(ts).strftime("%Y-%m-%d %H:%M:%S UTC")
 

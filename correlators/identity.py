@@ -38,6 +38,8 @@ class Identity:
     def resolve(self, alert: Alert) -> str:
         """Canonical id of the alert's asset: the first identifier the inventory knows."""
         alias = self._alias
+        if not alias:
+            return alert.asset
         for ident in alert.identifiers():
             hit = alias.get(_norm(ident))
             if hit is not None:

@@ -23,6 +23,8 @@ from schemas.rules import (
 __all__ = ["Finding", "RuleSet", "MAX_GROUP_EVENTS"]
 
 MAX_GROUP_EVENTS = 10_000
+_MEMO_SIZE = 65_536
+_Profile = tuple[SuppressRule | None, tuple[Severity, str] | None, tuple[bool | tuple[bool, ...], ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +79,7 @@ class RuleSet:
         self._suppress = [r for r in rules if isinstance(r, SuppressRule) and r.enabled]
         self._severity = [r for r in rules if isinstance(r, SeverityRule) and r.enabled]
         self._corr = [r for r in rules if isinstance(r, ThresholdRule | DistinctRule | SequenceRule) and r.enabled]
+        self._memo: dict[tuple[object, ...], _Profile] = {}
         keep = {r.id for r in self._corr}
         self._state = {k: v for k, v in self._state.items() if k[0] in keep}
         self._seq = {k: v for k, v in self._seq.items() if k[0] in keep}
@@ -103,35 +106,52 @@ class RuleSet:
         self._state = {k: deque(v, maxlen=MAX_GROUP_EVENTS) for k, v in counting.items()}
         self._seq = dict(sequence)
 
+    def _profile(self, alert: Alert) -> _Profile:
+        """Which rules match this kind of alert, memoised: alerts repeat the same fields a lot."""
+        key = (alert.signature, alert.title, alert.source, alert.asset, alert.domain, alert.severity, alert.tactics)
+        profile = self._memo.get(key)
+        if profile is None:
+            if len(self._memo) >= _MEMO_SIZE:
+                self._memo.clear()
+            suppress = next((r for r in self._suppress if r.match.matches(alert)), None)
+            severity = next(((r.severity, r.id) for r in self._severity if r.match.matches(alert)), None)
+            corr = tuple(
+                tuple(st.matches(alert) for st in r.steps) if isinstance(r, SequenceRule) else r.match.matches(alert)
+                for r in self._corr
+            )
+            profile = self._memo[key] = (suppress, severity, corr)
+        return profile
+
     def suppression(self, alert: Alert) -> SuppressRule | None:
         """The first suppression rule matching the alert."""
-        for rule in self._suppress:
-            if rule.match.matches(alert):
-                return rule
-        return None
+        return self._profile(alert)[0] if self._suppress else None
 
     def severity(self, alert: Alert) -> tuple[Severity, str | None]:
         """Severity after overrides, and the id of the rule that set it."""
-        for rule in self._severity:
-            if rule.match.matches(alert):
-                return rule.severity, rule.id
-        return alert.severity, None
+        hit = self._profile(alert)[1] if self._severity else None
+        return hit if hit is not None else (alert.severity, None)
 
     def correlate(self, alert: Alert, asset: str, now: float) -> list[Finding]:
         """Feed the alert to every correlation rule; returns the rules that fire now."""
         found: list[Finding] = []
-        for rule in self._corr:
+        if not self._corr:
+            return found
+        matched = self._profile(alert)[2]
+        for rule, match in zip(self._corr, matched, strict=True):
             if isinstance(rule, SequenceRule):
-                hit = self._sequence(rule, alert, asset, now)
-            else:
+                assert isinstance(match, tuple)
+                hit = self._sequence(rule, match, alert, asset, now)
+            elif match:
                 hit = self._counting(rule, alert, asset, now)
+            else:
+                continue
             if hit is not None:
                 found.append(hit)
         return found
 
     def _counting(self, rule: ThresholdRule | DistinctRule, alert: Alert, asset: str, now: float) -> Finding | None:
         group = _group_key(rule, alert, asset)
-        if group is None or not rule.match.matches(alert):
+        if group is None:
             return None
         key = (rule.id, group)
         events = self._state.setdefault(key, deque(maxlen=MAX_GROUP_EVENTS))
@@ -165,7 +185,9 @@ class RuleSet:
             )
         return None
 
-    def _sequence(self, rule: SequenceRule, alert: Alert, asset: str, now: float) -> Finding | None:
+    def _sequence(
+        self, rule: SequenceRule, steps: tuple[bool, ...], alert: Alert, asset: str, now: float
+    ) -> Finding | None:
         group = _group_key(rule, alert, asset)
         if group is None:
             return None
@@ -173,7 +195,7 @@ class RuleSet:
         step, started = self._seq.get(key, (0, now))
         if step and now - started > rule.timespan.total_seconds():
             step, started = 0, now
-        if rule.steps[step].matches(alert):
+        if steps[step]:
             if step == 0:
                 started = now
             step += 1

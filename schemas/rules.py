@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import fnmatch
+import re
 from datetime import timedelta
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -49,27 +51,38 @@ class Match(BaseModel):
     min_severity: Severity | None = None
     max_severity: Severity | None = None
 
+    @cached_property
+    def _globs(self) -> tuple[tuple[str, re.Pattern[str]], ...]:
+        """Field name and compiled case-insensitive pattern of each glob condition."""
+        out = []
+        for name in ("signature", "title", "source", "asset"):
+            pattern = getattr(self, name)
+            if pattern is not None:
+                out.append((name, re.compile(fnmatch.translate(pattern), re.IGNORECASE | re.DOTALL)))
+        return tuple(out)
+
+    @cached_property
+    def _tactic(self) -> re.Pattern[str] | None:
+        if self.tactic is None:
+            return None
+        return re.compile(fnmatch.translate(self.tactic), re.IGNORECASE | re.DOTALL)
+
     def matches(self, alert: Alert) -> bool:
         """Whether the alert meets every given condition."""
         if self.domain is not None and alert.domain is not self.domain:
             return False
-        rank = SEVERITY_RANK[alert.severity]
-        if self.min_severity is not None and rank < SEVERITY_RANK[self.min_severity]:
-            return False
-        if self.max_severity is not None and rank > SEVERITY_RANK[self.max_severity]:
-            return False
-        for pattern, value in (
-            (self.signature, alert.signature),
-            (self.title, alert.title),
-            (self.source, alert.source),
-            (self.asset, alert.asset),
-        ):
-            if pattern is not None and not fnmatch.fnmatchcase(value.lower(), pattern.lower()):
+        if self.min_severity is not None or self.max_severity is not None:
+            rank = SEVERITY_RANK[alert.severity]
+            if self.min_severity is not None and rank < SEVERITY_RANK[self.min_severity]:
                 return False
-        if self.tactic is not None:
-            pat = self.tactic.lower()
-            if not any(fnmatch.fnmatchcase(t.lower(), pat) for t in alert.tactics):
+            if self.max_severity is not None and rank > SEVERITY_RANK[self.max_severity]:
                 return False
+        for name, regex in self._globs:
+            if regex.match(getattr(alert, name)) is None:
+                return False
+        tactic = self._tactic
+        if tactic is not None and not any(tactic.match(t) for t in alert.tactics):
+            return False
         return True
 
 
