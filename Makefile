@@ -18,6 +18,7 @@ run: $(STAMP)
 	$(BIN)/socnoc run
 
 test: $(STAMP)
+	sh scripts/ensure-system-packages.sh
 	$(BIN)/ruff check streams correlators schemas tests
 	$(BIN)/mypy streams correlators schemas
 	$(BIN)/python -m pytest -q -p no:cacheprovider
@@ -39,6 +40,9 @@ soak: $(STAMP)
 
 fuzz: $(STAMP)
 	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-100000} $(BIN)/python -m pytest -q -p no:cacheprovider tests/fuzz
+
+audit: $(STAMP)
+	sh scripts/audit.sh
 
 clean:
 	rm -rf $(VENV) build .mypy_cache .ruff_cache

@@ -231,6 +231,12 @@ class Metrics:
 
     # -- input side --------------------------------------------------------------------
 
+    def declare_inputs(self, topics: Iterable[str]) -> None:
+        """Start each input topic's counter at 0, so the first records show as an increase
+        (a counter born at 1 looks flat to `rate()`, and `SocnocNoInput` would go pending)."""
+        for topic in topics:
+            self.input_records.labels(topic=topic)
+
     def observe_input(self, topic: str, count: int = 1) -> None:
         """Count records consumed from an input topic (garbage included)."""
         self.input_records.labels(topic=topic).inc(count)

@@ -96,6 +96,11 @@ def test_known_label_values_start_at_zero(registry: CollectorRegistry, metrics: 
     assert value(registry, "socnoc_broker_up") == 0
 
 
+def test_declared_inputs_start_at_zero(registry: CollectorRegistry, metrics: Metrics) -> None:
+    metrics.declare_inputs(["soc.alerts", "noc.events"])
+    assert value(registry, "socnoc_input_records_total", topic="noc.events") == 0
+
+
 def test_alerts_and_dead_letters(registry: CollectorRegistry, metrics: Metrics) -> None:
     alert = Alert(id="1", source="wazuh", domain=Domain.SECURITY, time=T0, asset="h",
                   signature="5710")

@@ -1,0 +1,564 @@
+"""Kafka benchmarks on the embedded broker: the raw pipeline, the socnoc worker, latency.
+
+Everything runs on one embedded Tansu broker and one input topic. The raw pipeline
+(`bench.rawpipe`) and the worker (`socnoc worker`) each run in their own process, never at
+the same time, and are fed the very same JSON records by a producer in this process; a
+group-less consumer here tails their output topic. Throughput is each pipeline at full
+speed, from the moment its input is available to the last output received here: the
+worker (ready and idle) gets the records produced live — it is far slower than the
+producer — while the raw pipeline, which is about as fast as the producer, is started on
+the records already produced. Latency is measured per alert from just before its `send` to
+the arrival here of its decision, for the alerts whose decision is due on arrival (see
+`latency_run`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.structs import OffsetAndMetadata
+
+from bench.data import KAFKA_MAP, Records
+from bench.procs import die_with_parent
+from streams.broker import free_port
+from streams.kafka import high_watermarks
+
+__all__ = [
+    "KafkaBench",
+    "WorkerProcess",
+    "RawProcess",
+    "Tail",
+    "LatencyResult",
+]
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC_HEADER = "socnoc-src"  # streams.records.SRC_HEADER: <internal partition>:<offset> of the cause
+KIND_HEADER = "socnoc-kind"
+_PRODUCER: dict[str, Any] = {"acks": "all", "linger_ms": 5, "max_batch_size": 1024 * 1024}
+
+
+async def until(probe: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.05) -> Any:
+    """Poll `probe` (sync or async) until truthy; TimeoutError naming `what` otherwise."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = probe()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        await asyncio.sleep(interval_s)
+
+
+async def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
+    """Create topics (name -> partitions) that do not exist yet."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="bench-admin")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        new = [NewTopic(name, n, 1) for name, n in topics.items() if name not in existing]
+        if new:
+            await admin.create_topics(new)
+    finally:
+        await admin.close()
+
+
+async def ends(bootstrap: str, topic: str) -> dict[int, int]:
+    """Exact end offset of every partition of `topic` (waits until the topic exists)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, client_id="bench-ends")
+    await consumer.start()
+    try:
+
+        async def parts() -> set[int] | None:
+            await consumer.topics()
+            found: set[int] | None = consumer.partitions_for_topic(topic)
+            return found
+
+        partitions = await until(parts, 60, f"topic {topic}", 0.2)
+        found = await high_watermarks(consumer, [TopicPartition(topic, p) for p in sorted(partitions)])
+        return {tp.partition: offset for tp, offset in found.items()}
+    finally:
+        await consumer.stop()
+
+
+async def commit_group(bootstrap: str, group: str, topic: str, offsets: dict[int, int]) -> None:
+    """Set a consumer group's committed offsets (so a worker starts where this run's input starts)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, client_id="bench-offsets", enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        tps = {p: TopicPartition(topic, p) for p in offsets}
+        consumer.assign(list(tps.values()))
+        await consumer.commit({tps[p]: OffsetAndMetadata(o, "") for p, o in offsets.items()})
+    finally:
+        await consumer.stop()
+
+
+class Tail:
+    """Reads a topic from given offsets in the background, stamping each record on arrival.
+
+    `on_batch(records, now)` sees every record; `fetch_max_wait_ms` is small so that the
+    stamp is at most a few milliseconds after the record became readable.
+    """
+
+    def __init__(
+        self, bootstrap: str, topic: str, offsets: dict[int, int], on_batch: Callable[[list[Any], float], None]
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.offsets = offsets
+        self.on_batch = on_batch
+        self.count = 0
+        self._consumer: Any = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Tail:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=None,
+            client_id="bench-tail",
+            enable_auto_commit=False,
+            fetch_max_wait_ms=5,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+        await consumer.start()
+        tps = [TopicPartition(self.topic, p) for p in sorted(self.offsets)]
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, self.offsets[tp.partition])
+        self._consumer = consumer
+        self._task = asyncio.create_task(self._run(), name=f"tail-{self.topic}")
+        return self
+
+    async def _run(self) -> None:
+        consumer = self._consumer
+        while True:
+            batch = await consumer.getmany(timeout_ms=100, max_records=20_000)
+            now = time.perf_counter()
+            for records in batch.values():
+                self.count += len(records)
+                self.on_batch(records, now)
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+
+def _header(headers: Iterable[tuple[str, bytes]] | None, name: str) -> bytes | None:
+    for key, value in headers or ():
+        if key == name:
+            return value
+    return None
+
+
+class _Child:
+    """A benchmark child process in its own process group, with its log in a file."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: Any = None
+
+    def _spawn(self, args: list[str], env: dict[str, str], stdout: int | None = None) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            args,
+            env=env,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout if stdout is not None else self._log,
+            stderr=self._log,
+            start_new_session=True,
+            preexec_fn=die_with_parent,  # never outlives the benchmark, even after a kill -9
+        )
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """SIGTERM the process group; SIGKILL it if it does not end in time."""
+        proc = self.proc
+        if proc is not None:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout_s)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(10)
+            if proc.stdout is not None:
+                proc.stdout.close()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        self.proc = None
+
+    def peak_rss_bytes(self) -> int | None:
+        """The process's peak resident set size so far (Linux `VmHWM`), if readable."""
+        if self.proc is None:
+            return None
+        try:
+            with open(f"/proc/{self.proc.pid}/status", encoding="ascii") as handle:
+                for line in handle:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) * 1024
+        except (OSError, ValueError):
+            return None
+        return None
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+
+
+class WorkerProcess(_Child):
+    """`socnoc worker` with the benchmark's settings."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        super().__init__(log_path)
+        self.port = free_port()
+        self.env = {**os.environ, **env, "SOCNOC_WEB_PORT": str(self.port), "SOCNOC_WEB_HOST": "127.0.0.1"}
+        self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+
+    def start(self) -> WorkerProcess:
+        code = "import sys; from streams.cli import main; sys.exit(main(['worker', '--log-level', 'WARNING']))"
+        self._spawn([sys.executable, "-c", code], self.env)
+        return self
+
+    async def health(self) -> dict[str, Any] | None:
+        try:
+            async with aiohttp.ClientSession() as session:
+                url = f"http://127.0.0.1:{self.port}/health"
+                async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                    if resp.status != 200:
+                        return None
+                    body: dict[str, Any] = await resp.json()
+                    return body
+        except (aiohttp.ClientError, TimeoutError):
+            return None
+
+    async def wait_ready(self, internal_partitions: int, timeout_s: float = 90.0) -> None:
+        """Healthy, with the decode stage assigned and every correlation partition owned."""
+
+        async def ready() -> bool:
+            if not self.alive():
+                raise RuntimeError(f"the worker exited:\n{self.log_tail()}")
+            body = await self.health()
+            if body is None:
+                return False
+            stages = body.get("stages", {})
+            decode = stages.get("decode", {}).get("partitions") or []
+            correlate = stages.get("correlate", {}).get("partitions") or []
+            return bool(decode) and len(correlate) == internal_partitions
+
+        try:
+            await until(ready, timeout_s, "the worker to own its partitions", 0.2)
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}\n{self.log_tail()}") from None
+
+
+class RawProcess(_Child):
+    """`python -m bench.rawpipe` reading `source` from `offsets`."""
+
+    async def start(self, bootstrap: str, source: str, target: str, offsets: dict[int, int]) -> RawProcess:
+        spec = ",".join(f"{p}:{o}" for p, o in sorted(offsets.items()))
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        args = [sys.executable, "-m", "bench.rawpipe", bootstrap, source, target, spec]
+        self._spawn(args, env, stdout=subprocess.PIPE)
+        assert self.proc is not None and self.proc.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(self.proc.stdout.readline), 60)
+        if line.strip() != b"ready":
+            raise RuntimeError(f"the raw pipeline did not start:\n{self.log_tail()}")
+        return self
+
+
+@dataclass
+class LatencyResult:
+    """Per-alert latencies of one steady-load run (ms), for alerts decided on arrival."""
+
+    rate: float
+    sent: int
+    decided: int
+    on_arrival: int
+    p50_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+    achieved_rate: float
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The q-quantile (0..1) by nearest rank; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), int(-(-q * len(ordered) // 1))))
+    return ordered[rank - 1]
+
+
+@dataclass
+class KafkaBench:
+    """The embedded broker's topics and the processes measured on them."""
+
+    bootstrap: str
+    workdir: Path
+    prefix: str = "bench"
+    input_partitions: int = 1
+    internal_partitions: int = 8
+    worker_env: dict[str, str] = field(default_factory=dict)
+    worker_peak_rss: list[int] = field(default_factory=list)
+    _worker: WorkerProcess | None = None
+    _starts: int = 0
+
+    @property
+    def alerts(self) -> str:
+        return f"{self.prefix}.soc.alerts"
+
+    @property
+    def raw_out(self) -> str:
+        return f"{self.prefix}.raw.out"
+
+    @property
+    def decisions(self) -> str:
+        return f"{self.prefix}.alerts.decisions"
+
+    @property
+    def app_id(self) -> str:
+        """The current worker's app id: each start gets fresh groups and internal topics."""
+        return f"{self.prefix}-w{self._starts}"
+
+    @property
+    def internal(self) -> str:
+        return f"{self.app_id}.by-asset"  # Settings.internal_topic()
+
+    def env(self) -> dict[str, str]:
+        """The worker's settings: this run's topics, quick group forming on Tansu."""
+        env = {
+            "SOCNOC_KAFKA_BOOTSTRAP": self.bootstrap,
+            "SOCNOC_APP_ID": self.app_id,
+            "SOCNOC_INPUTS": orjson.dumps({self.alerts: {"format": "jsonl", "map": KAFKA_MAP}}).decode(),
+            "SOCNOC_ASSETS_TOPIC": f"{self.prefix}.ctx.assets",
+            "SOCNOC_CHANGES_TOPIC": f"{self.prefix}.ctx.changes",
+            "SOCNOC_FEEDBACK_TOPIC": f"{self.prefix}.ctx.feedback",
+            "SOCNOC_DECISIONS_TOPIC": self.decisions,
+            "SOCNOC_INCIDENTS_TOPIC": f"{self.prefix}.incidents",
+            "SOCNOC_DLQ_TOPIC": f"{self.prefix}.dlq",
+            "SOCNOC_PARTITIONS": str(self.internal_partitions),
+            "SOCNOC_GROUP_SESSION_TIMEOUT": "3",
+            "SOCNOC_GROUP_HEARTBEAT_INTERVAL": "0.5",
+            "SOCNOC_GROUP_REBALANCE_TIMEOUT": "20",
+            # Replayed history moves event time far faster than the wall clock; an idle
+            # watermark (wall clock minus the timeout) would jump years ahead mid-run.
+            "SOCNOC_IDLE_TIMEOUT": "86400",
+        }
+        env.update(self.worker_env)
+        return env
+
+    async def setup(self) -> None:
+        """Create the input and raw output topics (the worker creates its own)."""
+        await create_topics(
+            self.bootstrap, {self.alerts: self.input_partitions, self.raw_out: self.input_partitions}
+        )
+
+    # -- producing -------------------------------------------------------------------
+    async def produce(
+        self, records: Records, *, rate: float | None = None, stamps: dict[str, float] | None = None
+    ) -> float:
+        """Produce `records` (as fast as possible, or paced at `rate`/s); returns the first send time."""
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, client_id="bench-producer", **_PRODUCER)
+        await producer.start()
+        try:
+            futures = []
+            start = time.perf_counter()
+            for i, (alert_id, value, key) in enumerate(zip(records.ids, records.values, records.keys, strict=True)):
+                if rate is not None and i % 10 == 0:
+                    ahead = start + i / rate - time.perf_counter()
+                    if ahead > 0:
+                        await asyncio.sleep(ahead)
+                if stamps is not None:
+                    stamps[alert_id] = time.perf_counter()
+                futures.append(await producer.send(self.alerts, value, key=key))
+            if records.closing:
+                futures.append(await producer.send(self.alerts, records.closing, key=b"bench-end-of-run"))
+            await asyncio.gather(*futures)
+            return start
+        finally:
+            await producer.stop()
+
+    # -- raw pipeline ----------------------------------------------------------------
+    async def raw_run(self, records: Records, timeout_s: float = 600.0) -> float:
+        """Alerts/s of the raw pipeline draining `records` (start -> last output received).
+
+        The records are produced first and the pipeline then starts on them: produced live,
+        the producer here (not the pipeline) would set the pace on two cores.
+        """
+        offsets = await ends(self.bootstrap, self.alerts)
+        await self.produce(records)
+        out = await ends(self.bootstrap, self.raw_out)
+        want = len(records) + (1 if records.closing else 0)
+        last = [0.0]
+
+        def seen(batch: list[Any], now: float) -> None:
+            last[0] = now
+
+        raw = RawProcess(self.workdir / "raw.log")
+        try:
+            async with Tail(self.bootstrap, self.raw_out, out, seen) as tail:
+                await raw.start(self.bootstrap, self.alerts, self.raw_out, offsets)
+                start = time.perf_counter()
+                await until(lambda: tail.count >= want or not raw.alive(), timeout_s, "raw outputs")
+                if tail.count < want:
+                    raise RuntimeError(f"the raw pipeline stopped:\n{raw.log_tail()}")
+            return want / (last[0] - start)
+        finally:
+            raw.stop()
+
+    # -- the worker ------------------------------------------------------------------
+    async def start_worker(self) -> WorkerProcess:
+        """A fresh worker (new app id: empty engine, own groups and internal topics).
+
+        Its decode group starts at the input's current end (committed before it joins), not
+        at the earliest record, so it sees exactly the records of the run it measures.
+        """
+        self.stop_worker()
+        self._starts += 1
+        start = await ends(self.bootstrap, self.alerts)
+        await commit_group(self.bootstrap, f"{self.app_id}-decode", self.alerts, start)
+        worker = WorkerProcess(self.env(), self.workdir / f"worker-{self._starts}.log").start()
+        self._worker = worker
+        await worker.wait_ready(self.internal_partitions)
+        return worker
+
+    def stop_worker(self) -> None:
+        if self._worker is not None:
+            peak = self._worker.peak_rss_bytes()
+            if peak is not None:
+                self.worker_peak_rss.append(peak)
+            self._worker.stop()
+            self._worker = None
+
+    async def e2e_run(self, records: Records, timeout_s: float = 900.0) -> float:
+        """Alerts/s through the worker: first send -> the last input's decision received."""
+        worker = await self.start_worker()
+        wanted = set(records.ids)
+        decided: set[str] = set()
+        last = [0.0]
+
+        def seen(batch: list[Any], now: float) -> None:
+            for rec in batch:
+                if rec.key is not None:
+                    key = rec.key.decode()
+                    if key in wanted:
+                        decided.add(key)
+            last[0] = now
+
+        offsets = await ends(self.bootstrap, self.decisions)
+        async with Tail(self.bootstrap, self.decisions, offsets, seen):
+            start = await self.produce(records)
+
+            def done() -> bool:
+                if not worker.alive():
+                    raise RuntimeError(f"the worker exited:\n{worker.log_tail()}")
+                return len(decided) >= len(wanted)
+
+            await until(done, timeout_s, f"decisions for {len(wanted)} alerts")
+        return len(records) / (last[0] - start)
+
+    async def latency_run(self, records: Records, rate: float, timeout_s: float = 900.0) -> LatencyResult:
+        """Steady load at `rate`/s; latency of each alert whose decision is due on arrival.
+
+        An alert's decision is due on arrival when the worker emits it while processing that
+        alert's own internal record (its `socnoc-src` header names that record) — rather than
+        later, when an evidence window opens or closes. The internal topic is read after the
+        run to map records to alert ids.
+        """
+        worker = await self.start_worker()
+        wanted = set(records.ids)
+        stamps: dict[str, float] = {}
+        arrived: dict[str, tuple[float, bytes | None]] = {}
+
+        def seen(batch: list[Any], now: float) -> None:
+            for rec in batch:
+                if rec.key is None:
+                    continue
+                key = rec.key.decode()
+                if key in wanted and key not in arrived:
+                    arrived[key] = (now, _header(rec.headers, SRC_HEADER))
+
+        internal_from = await ends(self.bootstrap, self.internal)
+        offsets = await ends(self.bootstrap, self.decisions)
+        async with Tail(self.bootstrap, self.decisions, offsets, seen):
+            start = await self.produce(records, rate=rate, stamps=stamps)
+            sent_s = time.perf_counter() - start
+
+            def done() -> bool:
+                if not worker.alive():
+                    raise RuntimeError(f"the worker exited:\n{worker.log_tail()}")
+                return len(arrived) >= len(wanted)
+
+            await until(done, timeout_s, f"decisions for {len(wanted)} alerts")
+        own = await self._internal_sources(internal_from, wanted)
+        latencies = [
+            (arrived[a][0] - stamps[a]) * 1000.0
+            for a in records.ids
+            if arrived[a][1] is not None and own.get(arrived[a][1]) == a  # type: ignore[arg-type]
+        ]
+        return LatencyResult(
+            rate=rate,
+            sent=len(records),
+            decided=len(arrived),
+            on_arrival=len(latencies),
+            p50_ms=percentile(latencies, 0.50),
+            p99_ms=percentile(latencies, 0.99),
+            max_ms=max(latencies) if latencies else None,
+            achieved_rate=len(records) / sent_s if sent_s > 0 else 0.0,
+        )
+
+    async def _internal_sources(self, start: dict[int, int], wanted: set[str]) -> dict[bytes, str]:
+        """`<partition>:<offset>` -> alert id of the internal alert records since `start`."""
+        end = await ends(self.bootstrap, self.internal)
+        found: dict[bytes, str] = {}
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=None, client_id="bench-internal", enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            tps = [TopicPartition(self.internal, p) for p in sorted(end)]
+            consumer.assign(tps)
+            for tp in tps:
+                consumer.seek(tp, start.get(tp.partition, 0))
+            pending = {tp for tp in tps if end[tp.partition] > start.get(tp.partition, 0)}
+            deadline = time.monotonic() + 120
+            while pending and time.monotonic() < deadline:
+                batch = await consumer.getmany(*pending, timeout_ms=200, max_records=20_000)
+                for tp, recs in batch.items():
+                    for rec in recs:
+                        if _header(rec.headers, KIND_HEADER) == b"alert" and rec.value:
+                            alert_id = orjson.loads(rec.value).get("id")
+                            if alert_id in wanted:
+                                found[f"{tp.partition}:{rec.offset}".encode()] = alert_id
+                        if rec.offset + 1 >= end[tp.partition]:
+                            pending.discard(tp)
+        finally:
+            await consumer.stop()
+        return found

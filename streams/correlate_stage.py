@@ -1,0 +1,419 @@
+"""Correlation stage: the internal by-asset topic -> decisions, incident events, dead letters.
+
+Each assigned partition has its own engine (`partition.Processor`). A batch is fed record by
+record, its outputs are produced and acknowledged, and every `SOCNOC_CHECKPOINT_INTERVAL`
+the partition's state is checkpointed with the next offset (`checkpoints.py`). A partition
+that moves (rebalance) is checkpointed by its old owner before the new one restores it; a
+partition whose owner died is restored from its last checkpoint, its log is processed again
+from there, and what had already been published is recognised by identity and not published
+twice. So every input gets exactly one decision and no incident event is repeated, without
+broker transactions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import IllegalStateError, KafkaError
+from aiokafka.structs import OffsetAndMetadata
+
+from correlators.types import Correlator
+from schemas.models import DeadLetter, Decision, Disposition, IncidentEvent, IncidentKind
+from streams.checkpoints import Checkpoint, CheckpointStore
+from streams.health import Health
+from streams.kafka import BatchSender, make_consumer, make_producer
+from streams.metrics import Metrics
+from streams.partition import Processor, Snapshotter
+from streams.records import (
+    OID_HEADER,
+    SRC_HEADER,
+    AlertItem,
+    BadInternalRecord,
+    Emitted,
+    InvalidItem,
+    Item,
+    dead_letter,
+    decode_item,
+    identity,
+)
+from streams.settings import Settings
+from streams.stage import Stage, start_clients, stop_clients
+
+__all__ = ["CorrelateStage", "PartitionState"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PartitionState:
+    """A partition owned by this worker."""
+
+    partition: int
+    processor: Processor
+    next_offset: int
+    suppress: set[str] = field(default_factory=set)
+    suppress_until: int = -1
+    dirty: bool = False
+    state_bytes: int = 0
+    open: dict[str, IncidentKind] = field(default_factory=dict)
+    last_checkpoint: float = field(default_factory=time.monotonic)
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, stage: CorrelateStage) -> None:
+        self._stage = stage
+
+    # aiokafka logs and swallows a callback's exception; the stage must restart instead.
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        try:
+            await self._stage.revoked()
+        except Exception as exc:
+            self._stage.broken = exc
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        try:
+            await self._stage.assigned([tp.partition for tp in assigned])
+        except Exception as exc:
+            self._stage.broken = exc
+
+
+class CorrelateStage(Stage):
+    """Internal topic -> outputs, with per-partition engines and checkpoints."""
+
+    name = "correlate"
+
+    def __init__(
+        self,
+        settings: Settings,
+        health: Health,
+        metrics: Metrics,
+        *,
+        new_correlator: Any,
+        snapshotter: Snapshotter,
+    ) -> None:
+        super().__init__(settings, health)
+        self.metrics = metrics
+        self._new: Any = new_correlator
+        self._snap = snapshotter
+        self.lock = asyncio.Lock()
+        self.owned: dict[int, PartitionState] = {}
+        self.broken: Exception | None = None
+        self._topic = settings.internal_topic()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._store: CheckpointStore | None = None
+        self._interval = settings.checkpoint_interval.total_seconds()
+        outputs = [settings.incidents_topic, settings.dlq_topic]
+        if settings.publish_decisions:
+            outputs.insert(0, settings.decisions_topic)
+        self._outputs = outputs
+
+    # -- session -----------------------------------------------------------------------
+    async def session(self) -> None:
+        settings = self.settings
+        consumer = make_consumer(
+            settings,
+            name="correlate",
+            group=f"{settings.app_id}-correlate",
+            max_poll_records=settings.batch_max_records,
+        )
+        reader = make_consumer(settings, name="checkpoints", group=None, fetch_max_wait_ms=50)
+        producer = make_producer(settings, name="correlate")
+        self.owned = {}
+        self.broken = None
+        try:
+            await start_clients(producer, reader, consumer)
+            self._consumer, self._producer = consumer, producer
+            self._store = CheckpointStore(
+                reader, producer, topic=settings.checkpoint_topic(), output_topics=self._outputs
+            )
+            consumer.subscribe([self._topic], listener=_Listener(self))
+            self.state.running = True
+            while not self.stopping:
+                batch = await consumer.getmany(
+                    timeout_ms=200, max_records=settings.batch_max_records
+                )
+                if self.broken is not None:
+                    raise self.broken
+                async with self.lock:
+                    if batch:
+                        await self._process(batch)
+                    await self._checkpoint(force=False)
+            async with self.lock:  # a clean stop leaves fresh checkpoints behind
+                await self._checkpoint(force=True)
+        finally:
+            self._consumer = self._producer = None
+            self._store = None
+            self.owned = {}
+            await stop_clients(consumer, reader, producer)
+
+    # -- rebalance ---------------------------------------------------------------------
+    async def revoked(self) -> None:
+        """Checkpoint everything owned before anyone else takes it over."""
+        async with self.lock:
+            if self._store is not None and self.owned:
+                await self._checkpoint(force=True)
+
+    async def assigned(self, partitions: list[int]) -> None:
+        """Keep what stayed, restore what is new, seek everything to its next offset."""
+        async with self.lock:
+            kept = {p: st for p, st in self.owned.items() if p in partitions}
+            for p in set(self.owned) - set(kept):
+                with contextlib.suppress(KeyError):  # no lag series yet
+                    self.metrics.forget_partition(self._topic, p)
+            new = sorted(set(partitions) - set(kept))
+            self.owned = kept
+            if new:
+                self.owned.update(await self._restore(new))
+            consumer = self._consumer
+            assert consumer is not None
+            for p, st in self.owned.items():
+                consumer.seek(TopicPartition(self._topic, p), st.next_offset)
+            self.state.partitions = [f"{self._topic}:{p}" for p in sorted(self.owned)]
+            log.info(
+                "correlate stage owns partitions %s (restored %s)",
+                sorted(self.owned),
+                new,
+            )
+
+    async def _restore(self, partitions: list[int]) -> dict[int, PartitionState]:
+        store, consumer = self._store, self._consumer
+        assert store is not None and consumer is not None
+        tps = [TopicPartition(self._topic, p) for p in partitions]
+        begins = await consumer.beginning_offsets(tps)
+        restored: dict[int, PartitionState] = {}
+        checkpoints: dict[int, Checkpoint] = {}
+        latest = await store.latest(partitions)
+        for p in partitions:
+            checkpoint = latest[p]
+            if checkpoint is None:
+                # First owner ever: an empty checkpoint bounds the later output scans.
+                checkpoint = Checkpoint(
+                    p, int(begins[TopicPartition(self._topic, p)]), await store.output_ends(), None
+                )
+                await store.write(checkpoint)
+            checkpoints[p] = checkpoint
+            if checkpoint.state is None:
+                processor = Processor(self._new())
+            else:
+                processor = await asyncio.to_thread(Processor.load, checkpoint.state, self._snap)
+            restored[p] = PartitionState(p, processor, checkpoint.offset)
+            restored[p].open = {
+                i.incident_id: i.kind
+                for i in processor.correlator.incidents()
+                if i.resolved_at is None and i.merged_into is None
+            }
+        lowest: dict[str, int] = {}
+        for checkpoint in checkpoints.values():
+            for key, offset in checkpoint.out_ends.items():
+                lowest[key] = min(offset, lowest.get(key, offset))
+        published = await store.published_since(lowest, set(partitions))
+        for p, found in published.items():
+            st = restored[p]
+            if found.last_src_offset >= st.next_offset:
+                st.suppress = found.ids
+                st.suppress_until = found.last_src_offset
+                log.warning(
+                    "partition %d resumes at offset %d; %d outputs up to offset %d were "
+                    "already published and will not be repeated",
+                    p,
+                    st.next_offset,
+                    len(found.ids),
+                    found.last_src_offset,
+                    extra={"topic": self._topic, "partition": p},
+                )
+        return restored
+
+    # -- processing --------------------------------------------------------------------
+    async def _process(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        producer = self._producer
+        assert producer is not None
+        sender = BatchSender(producer)
+        now_ms = time.time() * 1000
+        for tp, records in batch.items():
+            st = self.owned.get(tp.partition)
+            if st is None:
+                continue  # revoked while the batch was in flight
+            for rec in records:
+                if rec.offset < st.next_offset:
+                    continue
+                try:
+                    item = decode_item(rec.value, rec.headers)
+                except BadInternalRecord as exc:
+                    log.error(
+                        "skipping an unreadable internal record: %s",
+                        exc,
+                        extra={"topic": tp.topic, "partition": tp.partition, "offset": rec.offset},
+                    )
+                    self.state.errors += 1
+                    st.next_offset = rec.offset + 1
+                    continue
+                outputs = self._feed(st, item, rec.offset, tp.topic)
+                arrived = (
+                    (item.alert.id, item.arrived_ms)
+                    if isinstance(item, AlertItem) and item.arrived_ms
+                    else None
+                )
+                for output in outputs:
+                    await self._emit(sender, st, rec.offset, output, arrived, now_ms)
+                st.next_offset = rec.offset + 1
+                st.dirty = True
+                if st.suppress and st.next_offset > st.suppress_until:
+                    st.suppress = set()
+            self.state.records += len(records)
+        await sender.flush()
+        self.state.last_batch_at = time.monotonic()
+        self._gauges(batch)
+
+    def _gauges(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        consumer = self._consumer
+        for tp in batch:
+            st = self.owned.get(tp.partition)
+            high = consumer.highwater(tp) if consumer is not None else None
+            if st is not None and high is not None:
+                self.metrics.set_consumer_lag(tp.topic, tp.partition, int(high) - st.next_offset)
+        open_by_kind = Counter(k for st in self.owned.values() for k in st.open.values())
+        for kind in IncidentKind:
+            self.metrics.set_open_incidents(kind, open_by_kind[kind])
+
+    def _feed(self, st: PartitionState, item: Item, offset: int, topic: str) -> list[Emitted]:
+        correlator: Correlator = st.processor.correlator
+        late_before = _late(correlator)
+        try:
+            outputs = st.processor.feed(item)
+        except Exception as exc:  # an engine bug must neither stop the partition nor lose input
+            log.exception(
+                "correlation failed on a record",
+                extra={"topic": self._topic, "partition": st.partition, "offset": offset},
+            )
+            self.state.errors += 1
+            self.state.last_error = f"{type(exc).__name__}: {exc}"[:300]
+            outputs = _failure(item, exc, topic, st.partition, offset)
+        late = _late(correlator) - late_before
+        if late > 0:
+            self.metrics.observe_late(late)
+        return outputs
+
+    async def _emit(
+        self,
+        sender: BatchSender,
+        st: PartitionState,
+        offset: int,
+        output: Emitted,
+        arrived: tuple[str, int] | None,
+        now_ms: float,
+    ) -> None:
+        oid = identity(output)
+        if oid in st.suppress:
+            st.suppress.discard(oid)
+            return
+        settings = self.settings
+        if isinstance(output, Decision):
+            latency = (
+                (now_ms - arrived[1]) / 1000
+                if arrived is not None and arrived[0] == output.alert_id
+                else None
+            )
+            self.metrics.observe_decision(output, latency)
+            if not settings.publish_decisions:
+                return
+            topic, key = settings.decisions_topic, output.alert_id
+        elif isinstance(output, IncidentEvent):
+            self.metrics.observe_incident_event(output)
+            if output.resolved_at is None and output.merged_into is None:
+                st.open[output.incident_id] = output.kind
+            else:
+                st.open.pop(output.incident_id, None)
+            topic, key = settings.incidents_topic, output.incident_id
+        else:
+            self.metrics.observe_dead_letter(output)
+            topic, key = settings.dlq_topic, f"{output.topic}:{output.partition}:{output.offset}"
+        headers = [
+            (SRC_HEADER, f"{st.partition}:{offset}".encode()),
+            (OID_HEADER, oid.encode()),
+        ]
+        await sender.add(topic, output.model_dump_json().encode(), key=key.encode(), headers=headers)
+
+    # -- checkpoints -------------------------------------------------------------------
+    async def _checkpoint(self, *, force: bool) -> None:
+        store, consumer = self._store, self._consumer
+        if store is None or consumer is None or not self.owned:
+            return
+        now = time.monotonic()
+        due = [
+            st
+            for st in self.owned.values()
+            if st.dirty and (force or now - st.last_checkpoint >= self._interval)
+        ]
+        if not due:
+            return
+        # Every output of these partitions is acknowledged (`_process` awaited them), so
+        # the end offsets read now are a lower bound of anything published after.
+        out_ends = await store.output_ends()
+        for st in due:
+            state = await asyncio.to_thread(st.processor.dump, self._snap)
+            await store.write(
+                Checkpoint(st.partition, st.next_offset, out_ends, state, written_at=time.time())
+            )
+            st.dirty = False
+            st.last_checkpoint = now
+            st.state_bytes = len(state)
+        self.metrics.set_state(
+            tracked_assets=sum(_tracked(st.processor.correlator) for st in self.owned.values()),
+            state_bytes=sum(st.state_bytes for st in self.owned.values()),
+        )
+        offsets = {
+            TopicPartition(self._topic, st.partition): OffsetAndMetadata(st.next_offset, "")
+            for st in due
+        }
+        try:  # for lag monitoring only: checkpoints are what a new owner resumes from
+            await consumer.commit(offsets)
+        except (KafkaError, IllegalStateError) as exc:
+            log.info("offset commit skipped (%s)", type(exc).__name__)
+
+
+def _tracked(correlator: Correlator) -> int:
+    count = getattr(correlator, "tracked_assets", None)
+    return int(count()) if callable(count) else 0
+
+
+def _late(correlator: Correlator) -> int:
+    stats = getattr(correlator, "stats", None)
+    return int(getattr(stats, "late", 0)) if stats is not None else 0
+
+
+def _failure(
+    item: Item, exc: Exception, topic: str, partition: int, offset: int
+) -> list[Emitted]:
+    """What an input gets when the engine raised on it: `invalid`, and a dead letter."""
+    reason = f"CorrelationError: the engine failed on this input ({type(exc).__name__})"
+    if isinstance(item, AlertItem):
+        alert = item.alert
+        letter = DeadLetter(
+            raw=base64.b64encode(alert.raw.encode()).decode("ascii"),
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            error="CorrelationError",
+            reason=f"{reason}; alert {alert.id}",
+            received_at=datetime.now(UTC),
+        )
+        return [
+            Decision(alert_id=alert.id, disposition=Disposition.INVALID, reason=reason),
+            letter,
+        ]
+    if isinstance(item, InvalidItem):
+        return [
+            Decision(alert_id=item.alert_id, disposition=Disposition.INVALID, reason=item.reason),
+            dead_letter(item),
+        ]
+    return []

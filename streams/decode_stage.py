@@ -1,0 +1,253 @@
+"""Decode stage: input and context topics -> the internal by-asset topic, in batches.
+
+Consumes `soc.alerts`, `noc.events` (any configured inputs) and the context topics in one
+consumer group with aiokafka batches, produces each record's items (alerts keyed by
+canonical asset, invalid inputs keyed by id, context and ticks to every partition), waits
+for the acknowledgements, then commits. A crash repeats at most the uncommitted batch; the
+correlation engine ignores alert ids it has already seen, so a repeat decides nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError
+from aiokafka.structs import OffsetAndMetadata
+
+from correlators.identity import Identity
+from schemas.context import Asset, Change, Feedback
+from streams.decoder import Decoder, InputRecord, Routed
+from streams.health import Health
+from streams.kafka import BatchSender, make_consumer, make_producer
+from streams.metrics import Metrics
+from streams.records import AlertItem, Item, TickItem, encode_item
+from streams.settings import Settings
+from streams.stage import Stage, start_clients, stop_clients
+
+__all__ = ["DecodeStage", "SourceClock"]
+
+log = logging.getLogger(__name__)
+
+_TICK_INTERVAL_S = 1.0
+
+
+@dataclass
+class SourceClock:
+    """Event-time progress of one input partition, and how long it has been silent.
+
+    Times are monotonic seconds, except `wall` in `due` (epoch seconds): an idle source's
+    watermark is wall clock minus the idle timeout, the one place the wall clock enters.
+    """
+
+    last_record: float
+    watermark: float | None = None
+    sent: float | None = None
+    last_tick: float = 0.0
+    idle_since_tick: float | None = None
+
+    def observe(self, now: float, event_time: float | None) -> None:
+        """A record arrived (with an alert of this event time, if any)."""
+        self.last_record = now
+        self.idle_since_tick = None
+        if event_time is not None and (self.watermark is None or event_time > self.watermark):
+            self.watermark = event_time
+
+    def due(self, now: float, idle_after: float, wall: float) -> TickItem | None:
+        """The tick to broadcast now (source left blank for the caller), if any."""
+        if now - self.last_record >= idle_after:
+            if self.idle_since_tick is None or now - self.idle_since_tick >= idle_after:
+                return TickItem("", wall - idle_after, idle=True)
+            return None
+        if self.watermark is not None and self.watermark != self.sent:
+            if now - self.last_tick >= _TICK_INTERVAL_S:
+                return TickItem("", self.watermark)
+        return None
+
+    def ticked(self, now: float, tick: TickItem) -> None:
+        """`tick` was broadcast."""
+        self.last_tick = now
+        if tick.idle:
+            self.idle_since_tick = now
+        else:
+            self.sent = tick.watermark
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, stage: DecodeStage) -> None:
+        self._stage = stage
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        async with self._stage.lock:  # the batch in flight is produced and committed first
+            self._stage.sources.clear()
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        now = time.monotonic()
+        inputs = self._stage.settings.inputs
+        self._stage.sources = {
+            f"{tp.topic}:{tp.partition}": SourceClock(last_record=now, last_tick=now)
+            for tp in assigned
+            if tp.topic in inputs
+        }
+        self._stage.state.partitions = sorted(f"{tp.topic}:{tp.partition}" for tp in assigned)
+        log.info("decode stage assigned %s", ", ".join(f"{t.topic}:{t.partition}" for t in assigned))
+
+
+class DecodeStage(Stage):
+    """Inputs -> internal topic; never stops on bad input."""
+
+    name = "decode"
+
+    def __init__(
+        self,
+        settings: Settings,
+        health: Health,
+        metrics: Metrics,
+        identity: Identity,
+    ) -> None:
+        super().__init__(settings, health)
+        self.metrics = metrics
+        context: Mapping[str, type[Asset] | type[Change] | type[Feedback]] = {
+            settings.assets_topic: Asset,
+            settings.changes_topic: Change,
+            settings.feedback_topic: Feedback,
+        }
+        self.decoder = Decoder(
+            settings.inputs,
+            context_topics=context,
+            identity=identity,
+            default_tz=settings.tz(),
+            max_record_bytes=settings.max_record_bytes,
+            dlq_max_raw_bytes=settings.dlq_max_raw_bytes,
+            single_partition=settings.partition_by == "single",
+        )
+        self.lock = asyncio.Lock()
+        self.sources: dict[str, SourceClock] = {}
+        self._internal = settings.internal_topic()
+        self._producer: AIOKafkaProducer | None = None
+        self._partitions: list[int] = []
+
+    async def session(self) -> None:
+        settings = self.settings
+        consumer = make_consumer(
+            settings,
+            name="decode",
+            group=f"{settings.app_id}-decode",
+            max_poll_records=settings.batch_max_records,
+        )
+        producer = make_producer(settings, name="decode")
+        try:
+            await start_clients(producer, consumer)
+            self._producer = producer
+            parts = producer.client.cluster.partitions_for_topic(self._internal)
+            if not parts:
+                await producer.client.force_metadata_update()
+                parts = producer.client.cluster.partitions_for_topic(self._internal)
+            if not parts:
+                raise RuntimeError(f"topic {self._internal} does not exist")
+            self._partitions = sorted(parts)
+            topics = [*settings.inputs, *settings.context_topics()]
+            consumer.subscribe(topics, listener=_Listener(self))
+            self.state.running = True
+            log.info("decode stage consuming %s", ", ".join(topics))
+            while not self.stopping:
+                batch = await consumer.getmany(
+                    timeout_ms=200, max_records=settings.batch_max_records
+                )
+                async with self.lock:
+                    if batch:
+                        await self._process(consumer, producer, batch)
+                    await self._ticks(producer)
+        finally:
+            self._producer = None
+            await stop_clients(consumer, producer)
+
+    async def _process(
+        self,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        batch: dict[TopicPartition, list[Any]],
+    ) -> None:
+        sender = BatchSender(producer)
+        commits: dict[TopicPartition, OffsetAndMetadata] = {}
+        now = time.monotonic()
+        inputs = self.settings.inputs
+        for tp, records in batch.items():
+            source = f"{tp.topic}:{tp.partition}"
+            clock = self.sources.get(source) if tp.topic in inputs else None
+            if tp.topic in inputs:
+                self.metrics.observe_input(tp.topic, len(records))
+            for rec in records:
+                routed = self.decoder.decode(
+                    InputRecord(
+                        rec.topic, rec.partition, rec.offset, rec.timestamp, rec.value, rec.headers
+                    )
+                )
+                for entry in routed:
+                    self._observe(entry.item)
+                    if clock is not None:
+                        ts = (
+                            entry.item.alert.time.timestamp()
+                            if isinstance(entry.item, AlertItem)
+                            else None
+                        )
+                        clock.observe(now, ts)
+                    await self._send(sender, entry)
+            if records:
+                commits[tp] = OffsetAndMetadata(records[-1].offset + 1, "")
+            self.state.records += len(records)
+        await sender.flush()
+        for tp, offset in commits.items():
+            high = consumer.highwater(tp)
+            if high is not None:
+                self.metrics.set_consumer_lag(tp.topic, tp.partition, int(high) - offset.offset)
+        if commits:
+            try:
+                await consumer.commit(commits)
+            except CommitFailedError as exc:  # rebalanced: the new owner repeats the batch
+                log.warning("decode commit failed (%s); the batch will be seen again", exc)
+        self.state.last_batch_at = time.monotonic()
+
+    def _observe(self, item: Item) -> None:
+        if isinstance(item, AlertItem):
+            self.metrics.observe_alert(item.alert)
+
+    async def _send(self, sender: BatchSender, entry: Routed) -> None:
+        encoded = encode_item(entry.item, key=entry.key)
+        if entry.broadcast:
+            for p in self._partitions:
+                await sender.add(
+                    self._internal, encoded.value, partition=p, headers=encoded.headers
+                )
+            return
+        await sender.add(
+            self._internal,
+            encoded.value,
+            key=encoded.key,
+            partition=entry.partition,
+            headers=encoded.headers,
+        )
+
+    async def _ticks(self, producer: AIOKafkaProducer) -> None:
+        """Broadcast the sources' event-time progress (and idleness) to every partition."""
+        if not self.sources:
+            return
+        now = time.monotonic()
+        idle_after = self.settings.idle_timeout.total_seconds()
+        sender = BatchSender(producer)
+        wall = time.time()
+        for name, clock in self.sources.items():
+            tick = clock.due(now, idle_after, wall)
+            if tick is None:
+                continue
+            tick = TickItem(name, tick.watermark, tick.idle)
+            clock.ticked(now, tick)
+            encoded = encode_item(tick)
+            for p in self._partitions:
+                await sender.add(self._internal, encoded.value, partition=p, headers=encoded.headers)
+        await sender.flush()

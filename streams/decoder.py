@@ -1,0 +1,206 @@
+"""Decode stage, pure part: one input record -> the internal items it becomes, and where to.
+
+Never raises: an input that is not an alert becomes an `InvalidItem` (decided `invalid` and
+dead-lettered downstream) with the typed error's class and a reason. Alerts are keyed by
+canonical asset id (the inventory's `Identity`), so one correlation partition owns an
+asset's whole timeline; context is broadcast to every partition.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
+
+import orjson
+from pydantic import ValidationError
+
+from correlators.identity import Identity
+from schemas.adapters.base import Adapter, ParseContext, Rejected
+from schemas.adapters.registry import get_adapter
+from schemas.context import Asset, Change, Feedback
+from schemas.errors import DecodeError, InvalidInput, RecordTooLarge, SocnocError
+from schemas.models import Alert
+from streams.records import AlertItem, ContextItem, InvalidItem, Item, header
+from streams.settings import InputSpec
+
+__all__ = ["Routed", "Decoder", "FORMAT_HEADER", "BROADCAST"]
+
+log = logging.getLogger(__name__)
+
+FORMAT_HEADER = "socnoc-format"  # set by the ingest gateway: which adapter reads the record
+BROADCAST = -1
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    """An item and its destination: a key (hashed to a partition), a partition, or all."""
+
+    item: Item
+    key: bytes | None
+    broadcast: bool = False
+    partition: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InputRecord:
+    """The parts of a Kafka record the decoder reads."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None
+    value: bytes | None
+    headers: object = ()
+
+
+class Decoder:
+    """Turns input and context records into routed internal items."""
+
+    def __init__(
+        self,
+        inputs: Mapping[str, InputSpec],
+        *,
+        context_topics: Mapping[str, type[Asset] | type[Change] | type[Feedback]],
+        identity: Identity,
+        default_tz: tzinfo = UTC,
+        max_record_bytes: int = 1024 * 1024,
+        dlq_max_raw_bytes: int = 256 * 1024,
+        single_partition: bool = False,
+    ) -> None:
+        self._inputs = dict(inputs)
+        self._context = dict(context_topics)
+        self.identity = identity
+        self._tz = default_tz
+        self._max_bytes = max_record_bytes
+        self._max_raw = dlq_max_raw_bytes
+        self._single = 0 if single_partition else None
+        self._adapters: dict[tuple[str, str], Adapter] = {}
+
+    def decode(self, record: InputRecord) -> list[Routed]:
+        """The routed items of one record; never raises."""
+        try:
+            if record.topic in self._context:
+                return self._context_record(record)
+            return self._alert_record(record)
+        except Exception as exc:  # a bug in an adapter or here must not stop the stage
+            log.exception(
+                "decoding failed",
+                extra={"topic": record.topic, "partition": record.partition, "offset": record.offset},
+            )
+            error = InvalidInput(f"adapter error: {exc!r}")
+            decide = record.topic not in self._context
+            return [self._invalid(record, _record_id(record), error, decide=decide)]
+
+    # -- alerts --------------------------------------------------------------------------
+    def _alert_record(self, record: InputRecord) -> list[Routed]:
+        record_id = _record_id(record)
+        value = record.value
+        if value is None:
+            return [self._invalid(record, record_id, DecodeError("a tombstone (null value)"))]
+        if not value.strip():
+            return [self._invalid(record, record_id, DecodeError("an empty value"))]
+        if len(value) > self._max_bytes:
+            error = RecordTooLarge(
+                f"record of {len(value)} bytes exceeds the {self._max_bytes}-byte limit"
+            )
+            return [self._invalid(record, record_id, error)]
+        try:
+            adapter = self._adapter(record)
+        except SocnocError as exc:  # UnknownFormat or a bad option in a format header
+            return [self._invalid(record, record_id, InvalidInput(str(exc)))]
+        transport = (
+            datetime.fromtimestamp(record.timestamp_ms / 1000, tz=UTC)
+            if record.timestamp_ms is not None and record.timestamp_ms >= 0
+            else None
+        )
+        ctx = ParseContext(
+            record_id=record_id,
+            transport_time=transport,
+            default_tz=self._tz,
+            max_bytes=self._max_bytes,
+        )
+        try:
+            parsed = adapter.parse(value, ctx)
+        except InvalidInput as exc:
+            return [self._invalid(record, record_id, exc)]
+        out: list[Routed] = []
+        for entry in parsed:
+            if isinstance(entry, Rejected):
+                out.append(self._invalid(record, entry.alert_id, entry.error))
+            else:
+                out.append(self._alert(entry, record.timestamp_ms))
+        return out
+
+    def _alert(self, alert: Alert, arrived_ms: int | None) -> Routed:
+        asset = self.identity.resolve(alert)
+        return Routed(AlertItem(alert, arrived_ms), asset.encode(), partition=self._single)
+
+    def _adapter(self, record: InputRecord) -> Adapter:
+        spec = self._inputs.get(record.topic, InputSpec())
+        fmt = spec.format
+        options = spec.options()
+        override = header(record.headers, FORMAT_HEADER)
+        if override:
+            fmt, options = override.decode("utf-8", "replace"), {}
+        key = (fmt, orjson.dumps(options, option=orjson.OPT_SORT_KEYS).decode())
+        adapter = self._adapters.get(key)
+        if adapter is None:
+            adapter = self._adapters[key] = get_adapter(fmt, options)
+        return adapter
+
+    # -- context -------------------------------------------------------------------------
+    def _context_record(self, record: InputRecord) -> list[Routed]:
+        model = self._context[record.topic]
+        if record.value is None:
+            # A tombstone on a compacted context topic: the engine keeps what it knows.
+            log.info(
+                "ignoring a context tombstone",
+                extra={"topic": record.topic, "partition": record.partition, "offset": record.offset},
+            )
+            return []
+        try:
+            item = model.model_validate_json(record.value)
+        except ValidationError as exc:
+            error = DecodeError(f"not a valid {model.__name__}: {_first_error(exc)}")
+            return [self._invalid(record, _record_id(record), error, decide=False)]
+        if isinstance(item, Asset):
+            self.identity.add(item)
+        return [Routed(ContextItem(item), None, broadcast=True)]
+
+    # -- invalid -------------------------------------------------------------------------
+    def _invalid(
+        self, record: InputRecord, alert_id: str, error: InvalidInput, *, decide: bool = True
+    ) -> Routed:
+        raw = record.value or b""
+        reason = f"{type(error).__name__}: {error}"
+        if len(raw) > self._max_raw:
+            reason += f" (dead letter keeps the first {self._max_raw} of {len(raw)} bytes)"
+            raw = raw[: self._max_raw]
+        item = InvalidItem(
+            alert_id=alert_id,
+            error=type(error).__name__,
+            reason=reason,
+            raw=raw,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            received_at=datetime.fromtimestamp(
+                (record.timestamp_ms or 0) / 1000 if (record.timestamp_ms or 0) > 0 else 0, tz=UTC
+            ),
+            decide=decide,
+        )
+        if not decide:  # a bad context record: no alert to key by, stay with the source
+            return Routed(item, alert_id.encode(), partition=self._single or 0)
+        return Routed(item, alert_id.encode(), partition=self._single)
+
+
+def _record_id(record: InputRecord) -> str:
+    return f"{record.topic}:{record.partition}:{record.offset}"
+
+
+def _first_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "record"
+    return f"{where}: {first['msg']}"

@@ -1,0 +1,254 @@
+"""Wire formats of the worker: the internal by-asset topic and the published records.
+
+The internal topic carries everything a correlation partition's engine sees, in the order
+it must see it: alerts, invalid inputs, context, watermark ticks and control markers. The
+kind travels in the `socnoc-kind` header so that an alert's value is the plain `Alert` JSON.
+Published records carry `socnoc-src` (`<partition>:<offset>` of the internal record that
+caused them) and `socnoc-oid` (their identity), which is how a restarted partition recognises
+what it already published.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+import orjson
+from pydantic import ValidationError
+
+from schemas.context import Asset, Change, Feedback
+from schemas.models import Alert, DeadLetter, Decision, IncidentEvent
+from schemas.rules import AnyRule, parse_rules
+
+__all__ = [
+    "Kind",
+    "AlertItem",
+    "InvalidItem",
+    "ContextItem",
+    "TickItem",
+    "FlushItem",
+    "RulesItem",
+    "Item",
+    "Encoded",
+    "Emitted",
+    "BadInternalRecord",
+    "KIND_HEADER",
+    "SRC_HEADER",
+    "OID_HEADER",
+    "ARRIVED_HEADER",
+    "encode_item",
+    "decode_item",
+    "identity",
+    "dead_letter",
+    "header",
+]
+
+KIND_HEADER = "socnoc-kind"
+SRC_HEADER = "socnoc-src"
+OID_HEADER = "socnoc-oid"
+ARRIVED_HEADER = "socnoc-arrived-ms"
+
+Headers = list[tuple[str, bytes]]
+
+
+class Kind(StrEnum):
+    """What an internal record holds."""
+
+    ALERT = "alert"
+    INVALID = "invalid"
+    ASSET = "asset"
+    CHANGE = "change"
+    FEEDBACK = "feedback"
+    TICK = "tick"
+    FLUSH = "flush"
+    RULES = "rules"
+
+
+@dataclass(frozen=True, slots=True)
+class AlertItem:
+    """A decoded alert; `arrived_ms` is the input record's Kafka timestamp (for latency)."""
+
+    alert: Alert
+    arrived_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidItem:
+    """An input that is not an alert: decided `invalid` and dead-lettered by its partition."""
+
+    alert_id: str
+    error: str
+    reason: str
+    raw: bytes
+    topic: str
+    partition: int
+    offset: int
+    received_at: datetime
+    decide: bool = True  # False for a bad context record: dead-lettered, but not an alert
+
+
+@dataclass(frozen=True, slots=True)
+class ContextItem:
+    """Inventory, change window or analyst verdict, broadcast to every partition."""
+
+    item: Asset | Change | Feedback
+
+
+@dataclass(frozen=True, slots=True)
+class TickItem:
+    """Event-time progress of one input partition (`source`), broadcast to every partition.
+
+    `watermark` is the largest event time the source has delivered, or, when `idle`, wall
+    clock minus the idle timeout (the source has been silent that long).
+    """
+
+    source: str
+    watermark: float
+    idle: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class FlushItem:
+    """End of input (tests and the demo): decide every waiting alert, like replay does."""
+
+
+@dataclass(frozen=True, slots=True)
+class RulesItem:
+    """The complete rule set to correlate with from here on (start-up and hot reload)."""
+
+    rules: tuple[AnyRule, ...]
+
+
+Item = AlertItem | InvalidItem | ContextItem | TickItem | FlushItem | RulesItem
+Emitted = Decision | IncidentEvent | DeadLetter
+
+
+class BadInternalRecord(Exception):
+    """An internal-topic record socnoc cannot read (written by something else)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """A record ready to produce: key, value and headers."""
+
+    key: bytes | None
+    value: bytes
+    headers: Headers
+
+
+def _kind_header(kind: Kind, extra: Headers | None = None) -> Headers:
+    headers: Headers = [(KIND_HEADER, kind.value.encode())]
+    if extra:
+        headers.extend(extra)
+    return headers
+
+
+def encode_item(item: Item, *, key: bytes | None = None) -> Encoded:
+    """Internal-topic record of an item."""
+    if isinstance(item, AlertItem):
+        extra = [(ARRIVED_HEADER, str(item.arrived_ms).encode())] if item.arrived_ms else None
+        return Encoded(key, item.alert.model_dump_json().encode(), _kind_header(Kind.ALERT, extra))
+    if isinstance(item, InvalidItem):
+        value = orjson.dumps(
+            {
+                "alert_id": item.alert_id,
+                "error": item.error,
+                "reason": item.reason,
+                "raw": base64.b64encode(item.raw).decode("ascii"),
+                "topic": item.topic,
+                "partition": item.partition,
+                "offset": item.offset,
+                "received_at": item.received_at.timestamp(),
+                "decide": item.decide,
+            }
+        )
+        return Encoded(key, value, _kind_header(Kind.INVALID))
+    if isinstance(item, ContextItem):
+        ctx = item.item
+        kind = Kind.ASSET if isinstance(ctx, Asset) else (
+            Kind.CHANGE if isinstance(ctx, Change) else Kind.FEEDBACK
+        )
+        return Encoded(key, ctx.model_dump_json().encode(), _kind_header(kind))
+    if isinstance(item, TickItem):
+        value = orjson.dumps({"source": item.source, "wm": item.watermark, "idle": item.idle})
+        return Encoded(key, value, _kind_header(Kind.TICK))
+    if isinstance(item, RulesItem):
+        value = orjson.dumps([rule.model_dump(mode="json") for rule in item.rules])
+        return Encoded(key, value, _kind_header(Kind.RULES))
+    return Encoded(key, b"{}", _kind_header(Kind.FLUSH))
+
+
+def header(headers: object, name: str) -> bytes | None:
+    """Value of a record header (aiokafka gives a sequence of (name, bytes) pairs)."""
+    if not headers:
+        return None
+    for key, value in headers:  # type: ignore[attr-defined]
+        if key == name:
+            return bytes(value) if value is not None else None
+    return None
+
+
+def decode_item(value: bytes | None, headers: object) -> Item:
+    """The item of an internal-topic record; `BadInternalRecord` if it is not one of ours."""
+    raw_kind = header(headers, KIND_HEADER)
+    try:
+        kind = Kind(raw_kind.decode() if raw_kind else "")
+    except (ValueError, UnicodeDecodeError):
+        raise BadInternalRecord(f"unknown record kind {raw_kind!r}") from None
+    if value is None:
+        raise BadInternalRecord("a tombstone on the internal topic")
+    try:
+        if kind is Kind.ALERT:
+            arrived = header(headers, ARRIVED_HEADER)
+            return AlertItem(Alert.model_validate_json(value), int(arrived) if arrived else None)
+        if kind is Kind.INVALID:
+            obj = orjson.loads(value)
+            return InvalidItem(
+                alert_id=str(obj["alert_id"]),
+                error=str(obj["error"]),
+                reason=str(obj["reason"]),
+                raw=base64.b64decode(obj["raw"]),
+                topic=str(obj["topic"]),
+                partition=int(obj["partition"]),
+                offset=int(obj["offset"]),
+                received_at=datetime.fromtimestamp(float(obj["received_at"]), tz=UTC),
+                decide=bool(obj.get("decide", True)),
+            )
+        if kind is Kind.ASSET:
+            return ContextItem(Asset.model_validate_json(value))
+        if kind is Kind.CHANGE:
+            return ContextItem(Change.model_validate_json(value))
+        if kind is Kind.FEEDBACK:
+            return ContextItem(Feedback.model_validate_json(value))
+        if kind is Kind.TICK:
+            obj = orjson.loads(value)
+            return TickItem(str(obj["source"]), float(obj["wm"]), bool(obj.get("idle", False)))
+        if kind is Kind.RULES:
+            return RulesItem(tuple(parse_rules(orjson.loads(value))))
+        return FlushItem()
+    except (ValidationError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise BadInternalRecord(f"unreadable {kind.value} record: {exc}") from None
+
+
+def identity(record: Emitted) -> str:
+    """What makes a published record the same record after a restart."""
+    if isinstance(record, Decision):
+        return f"d:{record.alert_id}"
+    if isinstance(record, IncidentEvent):
+        return f"i:{record.incident_id}:{record.version}"
+    return f"q:{record.topic}:{record.partition}:{record.offset}"
+
+
+def dead_letter(item: InvalidItem) -> DeadLetter:
+    """The DLQ record of an invalid input (the decoder already cut a huge raw value)."""
+    return DeadLetter(
+        raw=base64.b64encode(item.raw).decode("ascii"),
+        topic=item.topic,
+        partition=item.partition,
+        offset=item.offset,
+        error=item.error,
+        reason=item.reason,
+        received_at=item.received_at,
+    )

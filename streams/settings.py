@@ -1,0 +1,234 @@
+"""The worker's settings: one frozen class read from `SOCNOC_*` environment variables.
+
+Built once in `main()` (`Settings()`), validated strictly and passed down; never read at
+import time. Durations take seconds (`30`, `2.5`) or a unit (`500ms`, `30s`, `5m`, `1h`) or
+ISO 8601 (`PT30S`). Secrets are `SecretStr` and never appear in `repr` or logs.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "InputSpec", "Duration", "parse_duration"]
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+
+
+def parse_duration(value: Any) -> Any:
+    """Seconds or `<number><ms|s|m|h|d>` -> timedelta; anything else is left to pydantic."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2) or "s"])
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+class InputSpec(BaseModel):
+    """How the records of one input topic are decoded."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    format: str = Field(
+        default="auto",
+        description="Adapter name (schemas/adapters/registry.py), or `auto` for JSON formats. "
+        "A record's `socnoc-format` header overrides it.",
+    )
+    map: str | None = Field(default=None, description="`--map` spec for the csv/jsonl formats.")
+    columns: str | None = Field(default=None, description="CSV header line for csv/aitads.")
+
+    def options(self) -> dict[str, str]:
+        """Adapter options."""
+        opts: dict[str, str] = {}
+        if self.map is not None:
+            opts["map"] = self.map
+        if self.columns is not None:
+            opts["columns"] = self.columns
+        return opts
+
+
+def _default_inputs() -> dict[str, InputSpec]:
+    return {"soc.alerts": InputSpec(), "noc.events": InputSpec()}
+
+
+class Settings(BaseSettings):
+    """Every knob of `socnoc worker` and `socnoc run` (environment variables `SOCNOC_<NAME>`)."""
+
+    model_config = SettingsConfigDict(env_prefix="SOCNOC_", frozen=True, extra="forbid")
+
+    # -- Kafka connection --------------------------------------------------------------
+    kafka_bootstrap: str | None = Field(
+        default=None,
+        description="Kafka bootstrap servers, `host:port[,host:port]`. Unset: `socnoc run` "
+        "starts the embedded broker; `socnoc worker` refuses to start.",
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="aiokafka `security_protocol`."
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        default=None, description="SASL mechanism (with SASL_PLAINTEXT or SASL_SSL)."
+    )
+    kafka_sasl_username: str | None = Field(default=None, description="SASL user name.")
+    kafka_sasl_password: SecretStr | None = Field(default=None, description="SASL password.")
+    kafka_ssl_cafile: Path | None = Field(default=None, description="CA bundle (PEM) for TLS.")
+    kafka_ssl_certfile: Path | None = Field(
+        default=None, description="Client certificate (PEM) for mutual TLS."
+    )
+    kafka_ssl_keyfile: Path | None = Field(default=None, description="Client key (PEM).")
+    kafka_ssl_password: SecretStr | None = Field(
+        default=None, description="Password of the client key, if encrypted."
+    )
+    kafka_ssl_check_hostname: bool = Field(
+        default=True, description="Verify the broker's host name against its certificate."
+    )
+    kafka_client_id: str = Field(default="socnoc", description="Client id prefix in broker logs.")
+    kafka_retry_max: Duration = Field(
+        default=timedelta(seconds=30),
+        description="Longest wait between reconnection attempts to an unreachable cluster "
+        "(exponential backoff from 0.5 s).",
+    )
+
+    # -- consumer groups ---------------------------------------------------------------
+    app_id: str = Field(
+        default="socnoc",
+        description="Prefix of the consumer groups (`<app_id>-decode`, `<app_id>-correlate`) "
+        "and of the internal topics.",
+    )
+    group_session_timeout: Duration = Field(
+        default=timedelta(seconds=10),
+        description="Consumer group session timeout: how long a dead worker keeps its "
+        "partitions. Tansu needs about half of it to form a group.",
+    )
+    group_heartbeat_interval: Duration = Field(
+        default=timedelta(seconds=1), description="Consumer group heartbeat interval."
+    )
+    group_rebalance_timeout: Duration = Field(
+        default=timedelta(seconds=30),
+        description="How long a rebalance waits for members to checkpoint revoked partitions.",
+    )
+
+    # -- topics ------------------------------------------------------------------------
+    inputs: dict[str, InputSpec] = Field(
+        default_factory=_default_inputs,
+        description='Alert input topics and their formats, as JSON: '
+        '`{"soc.alerts": {"format": "auto"}, "noc.events": {"format": "zabbix"}}`.',
+    )
+    assets_topic: str = Field(default="ctx.assets", description="Inventory (compacted).")
+    changes_topic: str = Field(default="ctx.changes", description="Change/maintenance windows.")
+    feedback_topic: str = Field(default="ctx.feedback", description="Analyst verdicts.")
+    decisions_topic: str = Field(
+        default="alerts.decisions", description="One decision per input alert, keyed by alert id."
+    )
+    incidents_topic: str = Field(
+        default="incidents", description="Incident lifecycle events, keyed by incident id."
+    )
+    dlq_topic: str = Field(
+        default="alerts.dlq", description="Dead letters: undecodable records with a reason."
+    )
+    publish_decisions: bool = Field(
+        default=True, description="Publish every decision to the decisions topic (audit)."
+    )
+    partitions: int = Field(
+        default=8,
+        ge=1,
+        description="Partitions of the topics socnoc creates (the internal by-asset topic "
+        "bounds how many workers share the correlation).",
+    )
+    replication_factor: int = Field(
+        default=1, ge=1, description="Replication factor of the topics socnoc creates."
+    )
+    create_topics: bool = Field(
+        default=True, description="Create missing topics at start (off: they must exist)."
+    )
+
+    # -- processing --------------------------------------------------------------------
+    partition_by: Literal["single", "asset"] = Field(
+        default="single",
+        description="How alerts are spread over the correlation partitions. `single`: every "
+        "alert goes to partition 0, so one engine sees every asset and the stream decides "
+        "exactly like `socnoc replay` (other workers decode and stand by). `asset`: keyed by "
+        "canonical asset id, so workers share the correlation, but cross-asset grouping "
+        "(campaigns, topology, security+ops corroboration) only sees assets of the same "
+        "partition.",
+    )
+    engine: Literal["socnoc", "naive"] = Field(
+        default="socnoc", description="Correlator: the engine, or the naive baseline."
+    )
+    default_rules: bool = Field(default=True, description="Load the shipped default rule pack.")
+    rules: tuple[Path, ...] = Field(
+        default=(), description="Extra rule files, as a JSON list of paths."
+    )
+    batch_max_records: int = Field(
+        default=2000, ge=1, description="Most records taken from Kafka in one batch."
+    )
+    checkpoint_interval: Duration = Field(
+        default=timedelta(seconds=5),
+        description="How often each partition's correlation state is checkpointed; after a "
+        "crash at most this much input is processed again (without repeating outputs).",
+    )
+    idle_timeout: Duration = Field(
+        default=timedelta(seconds=30),
+        description="A partition without input for this long gets its watermark advanced to "
+        "wall-clock now minus this timeout, so windows close and quiet incidents resolve.",
+    )
+    max_record_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="Records above this size go to the DLQ."
+    )
+    dlq_max_raw_bytes: int = Field(
+        default=256 * 1024,
+        ge=0,
+        description="A dead letter keeps at most this many bytes of the raw record.",
+    )
+    default_tz: str = Field(
+        default="UTC", description="Time zone of timestamps without one (RFC 3164 syslog)."
+    )
+
+    # -- HTTP ------------------------------------------------------------------------------
+    web_host: str = Field(default="0.0.0.0", description="Address of /metrics and /health.")
+    web_port: int = Field(
+        default=9464, ge=0, le=65535, description="Port of /metrics and /health (0: any free)."
+    )
+
+    @field_validator("default_tz")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"{value!r} is not a known time zone") from exc
+        return value
+
+    @field_validator("inputs")
+    @classmethod
+    def _some_input(cls, value: dict[str, InputSpec]) -> dict[str, InputSpec]:
+        if not value:
+            raise ValueError("at least one input topic is needed")
+        return value
+
+    def tz(self) -> ZoneInfo:
+        """`default_tz` as a zone."""
+        return ZoneInfo(self.default_tz)
+
+    def internal_topic(self) -> str:
+        """The repartition topic: alerts and context keyed by canonical asset."""
+        return f"{self.app_id}.by-asset"
+
+    def checkpoint_topic(self) -> str:
+        """Per-partition correlation checkpoints (state + input offset)."""
+        return f"{self.app_id}.checkpoints"
+
+    def context_topics(self) -> tuple[str, str, str]:
+        """Inventory, change windows and feedback topics."""
+        return (self.assets_topic, self.changes_topic, self.feedback_topic)

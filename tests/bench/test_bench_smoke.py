@@ -1,0 +1,114 @@
+"""The bench machinery on tiny sizes: structure and correctness of its output, never speed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from bench import run as bench_run
+from bench.core import run_core
+from bench.data import AITADS, KAFKA_MAP, kafka_records, load_base, state_probe_rows, synthetic_rows, write_csv
+from bench.run import KEYS, SCALING_SIZES, Config
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+
+
+def test_synthetic_stream_continues_the_timeline_with_renamed_hosts() -> None:
+    base = load_base()
+    rows = list(synthetic_rows(base, len(base.rows) + 50))
+    assert rows[: len(base.rows)] == list(base.rows)  # copy 0 is the real data, in time order
+    times = [int(r[0]) for r in rows]
+    assert times == sorted(times)
+    tail = rows[len(base.rows) :]
+    assert all(r[3].endswith("~1") for r in tail)
+    assert int(tail[0][0]) == int(base.rows[0][0]) + base.period
+    assert base.period % 86400 == 0 and base.period > base.end - base.start
+    assert [r[4] for r in tail] == [r[4] for r in base.rows[:50]]  # same signatures, same order
+    assert all(r[2] == "" or r[2].startswith("10.0.1.") for r in tail)
+
+
+def test_state_probe_gives_each_asset_its_own_real_alerts_within_the_span() -> None:
+    base = load_base()
+    rows = list(state_probe_rows(base, 300, 2, span_s=600))
+    assert len(rows) == 600
+    assert len({r[3] for r in rows}) == 300 and len({r[2] for r in rows}) == 300
+    times = [float(r[0]) for r in rows]
+    assert times == sorted(times) and times[-1] - times[0] <= 600
+    assert {r[4] for r in rows} <= {r[4] for r in base.rows}
+
+
+def test_core_decides_every_alert_and_reports_cumulative_costs(tmp_path: Path) -> None:
+    base = load_base()
+    path = tmp_path / "s.csv"
+    write_csv(path, base.header, synthetic_rows(base, 3000))
+    result = run_core(path, "aitads", [1000, 3000, 5000])
+    assert result.alerts == result.decisions == 3000
+    assert set(result.checkpoints) == {"1000", "3000"}  # 5000 is beyond the stream
+    assert all(v > 0 for v in result.checkpoints.values())
+    assert result.alerts_per_s > 0 and result.peak_rss_bytes > 0
+
+
+def test_kafka_records_are_json_the_jsonl_map_reads_back() -> None:
+    from schemas.adapters.base import ParseContext
+    from schemas.adapters.registry import get_adapter
+    from schemas.models import Alert
+
+    base = load_base()
+    records = kafka_records(base, 10, 20, run="t")
+    assert len(records) == 20 and records.ids[0] == "t:10"
+    adapter = get_adapter("jsonl", {"map": KAFKA_MAP})
+    alert = adapter.parse(records.values[0], ParseContext(record_id="x"))[0]
+    assert isinstance(alert, Alert) and alert.id == "t:10"
+    assert alert.asset == base.rows[10][3] and alert.signature == base.rows[10][4]
+    closing = orjson.loads(records.closing)
+    assert closing["time"] > int(base.rows[29][0])
+
+
+def test_bench_run_ends_with_one_json_line_of_exactly_the_design_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name, value in {
+        "BENCH_RUNS": "1",
+        "BENCH_SYNTHETIC_ALERTS": "2000",
+        "BENCH_STATE_ASSETS": "300",
+        "BENCH_SKIP_KAFKA": "1",
+        "BENCH_OUT": str(tmp_path),
+    }.items():
+        monkeypatch.setenv(name, value)
+    assert bench_run.main([]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    result = orjson.loads(lines[-1])
+    assert tuple(result) == KEYS
+    assert _is_number(result["core_alerts_per_s_aitads"])
+    assert _is_number(result["state_bytes_per_asset"]) and _is_number(result["peak_rss_mb"])
+    assert result["core_alerts_per_s"] is None  # a 2000-alert stream is no 1M stream
+    assert set(result["scaling_us_per_alert"]) == {str(n) for n in SCALING_SIZES}
+    assert result["scaling_us_per_alert"]["1000000"] is None
+    for key in ("raw_alerts_per_s", "e2e_alerts_per_s", "e2e_ratio_vs_raw", "p50_latency_ms", "p99_latency_ms"):
+        assert result[key] is None  # skipped, never made up
+    report = orjson.loads((tmp_path / "report.json").read_bytes())
+    assert report["core_aitads"][0]["alerts"] == report["core_aitads"][0]["decisions"] == len(load_base().rows)
+    assert any("skipped" in note for note in report["notes"])
+    assert not list(tmp_path.glob("*.csv"))  # generated inputs are cleaned up
+
+
+@pytest.mark.integration
+def test_kafka_phase_on_the_embedded_broker(tmp_path: Path) -> None:
+    cfg = Config(runs=1, e2e_alerts=600, latency_seconds=2, out=tmp_path)
+    report = bench_run.run(cfg, phases=("kafka",))
+    result = report.result
+    assert _is_number(result["raw_alerts_per_s"]) and _is_number(result["e2e_alerts_per_s"])
+    assert result["e2e_ratio_vs_raw"] == pytest.approx(result["e2e_alerts_per_s"] / result["raw_alerts_per_s"], 0.01)
+    latency = report.latency[0]
+    assert latency["decided"] == latency["sent"] >= 100
+    assert 0 < latency["on_arrival"] <= latency["sent"]
+    assert 0 <= result["p50_latency_ms"] <= result["p99_latency_ms"]
+    assert report.worker_peak_rss_mb and all(mb > 0 for mb in report.worker_peak_rss_mb)
+
+
+def test_aitads_path_exists() -> None:
+    assert AITADS.is_file()

@@ -1,0 +1,127 @@
+"""The decode stage without Kafka: records in, routed items out, never an exception."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from correlators.identity import Identity
+from schemas.adapters.base import ParseContext
+from schemas.context import Asset, Change, Feedback
+from streams.decoder import Decoder, InputRecord
+from streams.records import AlertItem, ContextItem, InvalidItem
+from streams.settings import InputSpec
+
+ROOT = Path(__file__).resolve().parents[2]
+WAZUH = (ROOT / "examples/data/wazuh-ldsv1/ossec_spiral.json").read_bytes().splitlines()
+AITADS_ROW = b"1642723347,Wazuh: ClamAV database update,172.19.130.4,mail,W-Sys-Cav,false_positive,-"
+
+
+def _decoder(**kw: Any) -> Decoder:
+    return Decoder(
+        {"soc": InputSpec(format="auto"), "ait": InputSpec(format="aitads")},
+        context_topics={"assets": Asset, "changes": Change, "feedback": Feedback},
+        identity=kw.pop("identity", Identity()),
+        max_record_bytes=kw.pop("max_record_bytes", 4096),
+        dlq_max_raw_bytes=kw.pop("dlq_max_raw_bytes", 100),
+        **kw,
+    )
+
+
+def _rec(topic: str, value: bytes | None, offset: int = 3, headers: Any = ()) -> InputRecord:
+    return InputRecord(topic, 1, offset, 1_700_000_000_000, value, headers)
+
+
+def test_an_alert_keeps_its_own_id_and_is_keyed_by_canonical_asset() -> None:
+    identity = Identity([Asset(id="web-server", aliases=("user-0",))])
+    (routed,) = _decoder(identity=identity).decode(_rec("soc", WAZUH[0]))
+    assert isinstance(routed.item, AlertItem)
+    assert routed.item.alert.id == orjson.loads(WAZUH[0])["id"]
+    assert routed.key == b"web-server" and routed.partition is None and not routed.broadcast
+    assert routed.item.arrived_ms == 1_700_000_000_000
+
+
+def test_records_without_ids_take_topic_partition_offset() -> None:
+    (routed,) = _decoder().decode(_rec("ait", AITADS_ROW, offset=42))
+    assert isinstance(routed.item, AlertItem)
+    assert routed.item.alert.id == "ait:1:42"
+    assert routed.key == b"mail"
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "fragment"),
+    [
+        (None, "DecodeError", "tombstone"),
+        (b"", "DecodeError", "empty"),
+        (b" \n\t", "DecodeError", "empty"),
+        (b"\xff\xfe", "DecodeError", ""),
+        (b'{"nothing": "known"}', "DecodeError", "no known format"),
+        (b"x" * 5000, "RecordTooLarge", "5000 bytes"),
+    ],
+)
+def test_bad_records_become_invalid_items(value: bytes | None, error: str, fragment: str) -> None:
+    (routed,) = _decoder().decode(_rec("soc", value))
+    item = routed.item
+    assert isinstance(item, InvalidItem)
+    assert item.alert_id == "soc:1:3" and item.decide
+    assert item.error == error and item.reason.startswith(f"{error}: ")
+    assert fragment in item.reason
+    assert (item.topic, item.partition, item.offset) == ("soc", 1, 3)
+    assert routed.key == b"soc:1:3"
+
+
+def test_a_huge_record_keeps_only_a_head_of_its_raw_bytes() -> None:
+    (routed,) = _decoder().decode(_rec("soc", b"y" * 5000))
+    assert isinstance(routed.item, InvalidItem)
+    assert routed.item.raw == b"y" * 100
+    assert "keeps the first 100 of 5000 bytes" in routed.item.reason
+
+
+def test_a_format_header_overrides_the_topic_format() -> None:
+    (good,) = _decoder().decode(_rec("soc", AITADS_ROW, headers=[("socnoc-format", b"aitads")]))
+    assert isinstance(good.item, AlertItem)
+    (bad,) = _decoder().decode(_rec("soc", WAZUH[0], headers=[("socnoc-format", b"nope")]))
+    assert isinstance(bad.item, InvalidItem) and "nope" in bad.item.reason
+
+
+def test_an_adapter_bug_is_an_invalid_input_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    decoder = _decoder()
+
+    class Broken:
+        name = "auto"
+
+        def parse(self, raw: bytes, ctx: ParseContext) -> Any:
+            raise ZeroDivisionError("oops")
+
+    monkeypatch.setattr(decoder, "_adapter", lambda record: Broken())
+    (routed,) = decoder.decode(_rec("soc", WAZUH[0]))
+    assert isinstance(routed.item, InvalidItem)
+    assert routed.item.reason.startswith("InvalidInput: adapter error: ZeroDivisionError")
+
+
+def test_context_is_broadcast_and_teaches_routing() -> None:
+    decoder = _decoder()
+    asset = Asset(id="mail-1", aliases=("mail",))
+    (routed,) = decoder.decode(_rec("assets", asset.model_dump_json().encode()))
+    assert routed.broadcast and isinstance(routed.item, ContextItem)
+    assert routed.item.item == asset
+    (alert,) = decoder.decode(_rec("ait", AITADS_ROW))
+    assert alert.key == b"mail-1"
+
+
+def test_bad_or_deleted_context_is_not_an_alert() -> None:
+    decoder = _decoder()
+    assert decoder.decode(_rec("assets", None)) == []  # a tombstone on a compacted topic
+    (bad,) = decoder.decode(_rec("changes", b'{"id": "c1"}'))
+    assert isinstance(bad.item, InvalidItem) and not bad.item.decide
+    assert bad.item.reason.startswith("DecodeError: not a valid Change")
+
+
+def test_single_partition_mode_routes_everything_to_partition_0() -> None:
+    decoder = _decoder(single_partition=True)
+    (alert,) = decoder.decode(_rec("ait", AITADS_ROW))
+    (bad,) = decoder.decode(_rec("soc", b"garbage"))
+    assert alert.partition == 0 and bad.partition == 0

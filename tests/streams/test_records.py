@@ -1,0 +1,123 @@
+"""Wire formats of the worker: internal items round-trip; published records have identities."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+
+import pytest
+
+from schemas.context import Asset, Change, ChangeKind, Feedback, FeedbackKind
+from schemas.models import (
+    Alert,
+    DeadLetter,
+    Decision,
+    Disposition,
+    Domain,
+    IncidentEvent,
+    IncidentKind,
+    LifecycleEvent,
+    Severity,
+)
+from schemas.rules import Match, SuppressRule
+from streams.checkpoints import Checkpoint, parse_src
+from streams.records import (
+    AlertItem,
+    BadInternalRecord,
+    ContextItem,
+    FlushItem,
+    InvalidItem,
+    Item,
+    RulesItem,
+    TickItem,
+    dead_letter,
+    decode_item,
+    encode_item,
+    identity,
+)
+
+T0 = datetime(2024, 3, 1, tzinfo=UTC)
+ALERT = Alert(
+    id="a1", source="ids", domain=Domain.SECURITY, time=T0, asset="web", signature="s", raw="x"
+)
+ITEMS: list[Item] = [
+    AlertItem(ALERT, 1234),
+    AlertItem(ALERT),
+    InvalidItem("t:0:1", "DecodeError", "DecodeError: bad", b"\x00\xff", "t", 0, 1, T0),
+    InvalidItem("c:0:1", "DecodeError", "DecodeError: bad", b"", "c", 0, 1, T0, decide=False),
+    ContextItem(Asset(id="web", aliases=("10.0.0.1",))),
+    ContextItem(
+        Change(id="c", assets=("web",), start=T0, end=datetime(2024, 3, 2, tzinfo=UTC))
+    ),
+    ContextItem(
+        Change(
+            id="s",
+            kind=ChangeKind.SCAN,
+            source="10.9.9.9",
+            start=T0,
+            end=datetime(2024, 3, 2, tzinfo=UTC),
+        )
+    ),
+    ContextItem(Feedback(id="f", kind=FeedbackKind.FALSE_POSITIVE, time=T0, signature="s")),
+    TickItem("soc.alerts:3", 1700000000.5),
+    TickItem("soc.alerts:3", 1700000000.5, idle=True),
+    FlushItem(),
+    RulesItem((SuppressRule(id="r", type="suppress", match=Match(signature="s"), reason="why"),)),
+]
+
+
+@pytest.mark.parametrize("item", ITEMS, ids=lambda i: type(i).__name__)
+def test_items_round_trip(item: Item) -> None:
+    encoded = encode_item(item, key=b"k")
+    assert encoded.key == b"k"
+    assert decode_item(encoded.value, encoded.headers) == item
+
+
+@pytest.mark.parametrize(
+    ("value", "headers"),
+    [
+        (b"{}", []),
+        (b"{}", [("socnoc-kind", b"nonsense")]),
+        (None, [("socnoc-kind", b"alert")]),
+        (b"not json", [("socnoc-kind", b"alert")]),
+        (b'{"source": "x"}', [("socnoc-kind", b"tick")]),
+        (b"[1]", [("socnoc-kind", b"rules")]),
+    ],
+)
+def test_foreign_records_are_reported_not_raised_at_random(value: bytes | None, headers: list) -> None:
+    with pytest.raises(BadInternalRecord):
+        decode_item(value, headers)
+
+
+def test_identities_name_what_a_restart_must_not_repeat() -> None:
+    decision = Decision(alert_id="a1", disposition=Disposition.NOISE, reason="r")
+    event = IncidentEvent(
+        incident_id="INC-1",
+        kind=IncidentKind.SECURITY,
+        assets=("web",),
+        opened_at=T0,
+        updated_at=T0,
+        severity=Severity.HIGH,
+        score=50,
+        alert_count=1,
+        event=LifecycleEvent.OPENED,
+        version=3,
+    )
+    item = ITEMS[2]
+    assert isinstance(item, InvalidItem)
+    letter = dead_letter(item)
+    assert identity(decision) == "d:a1"
+    assert identity(event) == "i:INC-1:3"
+    assert identity(letter) == "q:t:0:1"
+    assert isinstance(letter, DeadLetter) and base64.b64decode(letter.raw) == b"\x00\xff"
+    assert letter.reason == "DecodeError: bad" and letter.error == "DecodeError"
+
+
+def test_checkpoints_round_trip() -> None:
+    checkpoint = Checkpoint(3, 120, {"out:0": 7}, b"\x00state", written_at=5.0)
+    assert Checkpoint.decode(checkpoint.encode()) == checkpoint
+    empty = Checkpoint(0, 0, {}, None)
+    assert Checkpoint.decode(empty.encode()) == empty
+    assert parse_src(b"3:120") == (3, 120)
+    assert parse_src(b"nope") is None and parse_src(None) is None
+
