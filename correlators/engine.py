@@ -93,12 +93,6 @@ class Engine:
         self.rules = RuleSet(rules or [])
         self.baseline = Baseline(cfg.baseline_half_life.total_seconds(), cfg.routine_count)
         self.precedence = Precedence(cfg.topology_window.total_seconds(), cfg.precedence_min_lift)
-        for asset in assets or ():
-            self.on_context(asset)
-        for change in changes or ():
-            self.on_context(change)
-        for item in feedback or ():
-            self.on_context(item)
         self._gap = cfg.session_gap.total_seconds()
         self._max_window = cfg.max_window.total_seconds()
         self._lateness = cfg.allowed_lateness.total_seconds()
@@ -119,6 +113,13 @@ class Engine:
         self._sig_incident: dict[str, tuple[str, float]] = {}
         self._recent_assets: dict[str, float] = {}
         self._max_idle = cfg.max_idle.total_seconds()
+        # context last: an acknowledgement looks up incidents, so state must exist first
+        for asset in assets or ():
+            self.on_context(asset)
+        for change in changes or ():
+            self.on_context(change)
+        for item in feedback or ():
+            self.on_context(item)
 
     # -- context -----------------------------------------------------------------------
     def on_context(self, item: Asset | Change | Feedback) -> None:
@@ -652,6 +653,7 @@ class Engine:
     def _advance(self, ts: float, out: list[Output]) -> None:
         self._clock = ts
         heap = self._window_heap
+        due: list[tuple[float, str]] = []
         while heap and heap[0][0] <= ts:
             _, asset, start = heapq.heappop(heap)
             window = self._windows.get(asset)
@@ -659,9 +661,12 @@ class Engine:
                 continue
             deadline = min(window.last + self._gap, window.start + self._max_window)
             if deadline <= ts:
-                self._close_window(asset, out)
+                due.append((deadline, asset))
             else:
                 heapq.heappush(heap, (deadline, asset, start))
+        # close in true-deadline order, whatever stale heap entries said (restores match)
+        for _, asset in sorted(set(due)):
+            self._close_window(asset, out)
         qheap = self._quiet_heap
         while qheap and qheap[0][0] <= ts:
             _, inc_id = heapq.heappop(qheap)

@@ -20,14 +20,38 @@ class Topology:
     def __init__(self) -> None:
         self._peers: dict[str, set[str]] = {}
         self._upstream: dict[str, set[str]] = {}
+        self._declared: dict[str, tuple[tuple[str, LinkKind], ...]] = {}
+        self._count: dict[tuple[str, str], int] = {}
 
     def add(self, asset: Asset) -> None:
-        """Add an asset's links (both directions for neighbours)."""
-        for link in asset.links:
-            self._peers.setdefault(asset.id, set()).add(link.to)
-            self._peers.setdefault(link.to, set()).add(asset.id)
-            if link.kind is LinkKind.UPSTREAM:
-                self._upstream.setdefault(asset.id, set()).add(link.to)
+        """Add or replace an asset's links (both directions for neighbours).
+
+        Replacing an entry drops the links it no longer declares; a link declared from both
+        ends stays until both ends drop it.
+        """
+        new = tuple((link.to, link.kind) for link in asset.links)
+        for to, kind in self._declared.get(asset.id, ()):
+            self._unlink(asset.id, to, kind)
+        self._declared[asset.id] = new
+        for to, kind in new:
+            pair = (asset.id, to) if asset.id <= to else (to, asset.id)
+            self._count[pair] = self._count.get(pair, 0) + 1
+            self._peers.setdefault(asset.id, set()).add(to)
+            self._peers.setdefault(to, set()).add(asset.id)
+            if kind is LinkKind.UPSTREAM:
+                self._upstream.setdefault(asset.id, set()).add(to)
+
+    def _unlink(self, a: str, b: str, kind: LinkKind) -> None:
+        pair = (a, b) if a <= b else (b, a)
+        left = self._count.get(pair, 0) - 1
+        if left > 0:
+            self._count[pair] = left
+        else:
+            self._count.pop(pair, None)
+            self._peers.get(a, set()).discard(b)
+            self._peers.get(b, set()).discard(a)
+        if kind is LinkKind.UPSTREAM:
+            self._upstream.get(a, set()).discard(b)
 
     def neighbours(self, asset: str) -> set[str]:
         """Directly linked assets."""

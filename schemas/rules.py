@@ -125,11 +125,15 @@ class SeverityRule(_Base):
 def _duration(value: object) -> object:
     """Accept `30s`, `5m`, `2h`, `1d` besides ISO 8601 durations and seconds."""
     if isinstance(value, str) and value[:-1].isdigit() and value[-1:] in _UNITS:
-        return timedelta(seconds=int(value[:-1]) * _UNITS[value[-1]])
+        seconds = int(value[:-1]) * _UNITS[value[-1]]
+        if seconds > _MAX_SECONDS:
+            raise ValueError(f"duration {value[:40]!r} is out of range")
+        return timedelta(seconds=seconds)
     return value
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_MAX_SECONDS = 100 * 365 * 86400
 Duration = Annotated[timedelta, BeforeValidator(_duration)]
 
 

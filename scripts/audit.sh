@@ -47,7 +47,8 @@ fi
 import json
 import sys
 
-report = json.load(open(sys.argv[1], encoding="utf-8"))
+with open(sys.argv[1], encoding="utf-8") as handle:
+    report = json.load(handle)
 deps = report.get("dependencies", [])
 skipped = [d for d in deps if "skip_reason" in d]
 vulnerable = [d for d in deps if d.get("vulns")]

@@ -19,12 +19,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-from pydantic import ValidationError
 
 from schemas.adapters.alertmanager import AlertmanagerAdapter
 from schemas.adapters.base import ParseContext, Rejected
-from schemas.adapters.fields import parse_time
-from schemas.errors import BadValue, InvalidInput
+from schemas.adapters.generic import parse_generic
+from schemas.errors import InvalidInput
 from schemas.models import Alert, Domain, IncidentKind
 from streams.incident_view import IncidentQuery, IncidentState, IncidentView
 from streams.kafka_sink import KafkaSink, KafkaUnavailable, OutRecord
@@ -294,23 +293,8 @@ class Gateway:
 
 
 def _generic_alert(item: Any, max_bytes: int) -> Alert:
-    """Validate one generic alert as the worker's adapter will read it."""
-    if not isinstance(item, dict):
-        raise BadValue(f"an alert must be a JSON object, not {type(item).__name__}")
-    if "raw" in item:
-        raise BadValue("raw is set by socnoc, not by the sender")
-    ctx = ParseContext(record_id="request", max_bytes=max_bytes)
-    data = dict(item)
-    data.setdefault("id", "pending")  # the worker falls back to the Kafka record id
-    data["time"] = parse_time(item.get("time"), ctx, "time")
-    if item.get("ended_at") is not None:
-        data["ended_at"] = parse_time(item["ended_at"], ctx, "ended_at")
-    try:
-        return Alert.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "alert"
-        raise BadValue(f"{where}: {first['msg']}") from None
+    """Validate one generic alert exactly as the worker's `alert` adapter will read it."""
+    return parse_generic(item, ParseContext(record_id="pending", max_bytes=max_bytes))
 
 
 def _parse_query(params: Any) -> IncidentQuery:

@@ -20,6 +20,7 @@ from schemas.adapters.auto import AutoAdapter
 from schemas.adapters.base import MAX_RECORD_BYTES, Adapter, ParseContext, Parsed
 from schemas.adapters.bgl import BglAdapter
 from schemas.adapters.ecs import EcsAdapter
+from schemas.adapters.generic import GenericAlertAdapter
 from schemas.adapters.mapped import CsvMapAdapter, JsonlMapAdapter
 from schemas.adapters.mapspec import MapSpec
 from schemas.adapters.suricata import SuricataAdapter
@@ -40,6 +41,7 @@ __all__ = [
 
 _FACTORIES: dict[str, Callable[[dict[str, str]], Adapter]] = {
     "auto": AutoAdapter,
+    "alert": GenericAlertAdapter,
     "wazuh": WazuhAdapter,
     "suricata": SuricataAdapter,
     "ecs": EcsAdapter,

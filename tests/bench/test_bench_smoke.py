@@ -9,7 +9,7 @@ import pytest
 
 from bench import run as bench_run
 from bench.core import run_core
-from bench.data import AITADS, KAFKA_MAP, kafka_records, load_base, state_probe_rows, synthetic_rows, write_csv
+from bench.data import KAFKA_MAP, kafka_records, load_base, state_probe_rows, synthetic_rows, write_csv
 from bench.run import KEYS, SCALING_SIZES, Config
 
 
@@ -110,5 +110,18 @@ def test_kafka_phase_on_the_embedded_broker(tmp_path: Path) -> None:
     assert report.worker_peak_rss_mb and all(mb > 0 for mb in report.worker_peak_rss_mb)
 
 
-def test_aitads_path_exists() -> None:
-    assert AITADS.is_file()
+def test_a_failed_phase_leaves_its_figures_null_and_the_exit_status_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken(*args: object) -> None:
+        raise RuntimeError("no worker today")
+
+    monkeypatch.setattr(bench_run, "_state_phase", broken)
+    monkeypatch.setattr(bench_run, "_core_phase", lambda *args: None)
+    for name, value in {"BENCH_RUNS": "1", "BENCH_SKIP_KAFKA": "1", "BENCH_OUT": str(tmp_path)}.items():
+        monkeypatch.setenv(name, value)
+    assert bench_run.main([]) == 1
+    result = orjson.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert tuple(result) == KEYS and result["state_bytes_per_asset"] is None
+    report = orjson.loads((tmp_path / "report.json").read_bytes())
+    assert report["failed"] == ["state"] and any("no worker today" in n for n in report["notes"])

@@ -23,6 +23,7 @@ MAP = "time=t,asset=a,signature=s,domain:=ops"
 def test_formats_and_names() -> None:
     assert set(FORMATS) == {
         "auto",
+        "alert",
         "wazuh",
         "suricata",
         "ecs",
