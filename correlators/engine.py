@@ -653,7 +653,7 @@ class Engine:
     def _advance(self, ts: float, out: list[Output]) -> None:
         self._clock = ts
         heap = self._window_heap
-        due: list[tuple[float, str]] = []
+        closing: list[tuple[float, str]] = []
         while heap and heap[0][0] <= ts:
             _, asset, start = heapq.heappop(heap)
             window = self._windows.get(asset)
@@ -661,11 +661,11 @@ class Engine:
                 continue
             deadline = min(window.last + self._gap, window.start + self._max_window)
             if deadline <= ts:
-                due.append((deadline, asset))
+                closing.append((deadline, asset))
             else:
                 heapq.heappush(heap, (deadline, asset, start))
         # close in true-deadline order, whatever stale heap entries said (restores match)
-        for _, asset in sorted(set(due)):
+        for _, asset in sorted(set(closing)):
             self._close_window(asset, out)
         qheap = self._quiet_heap
         while qheap and qheap[0][0] <= ts:
