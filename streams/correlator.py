@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import logging
 import pickle
+from dataclasses import replace
 from typing import Any
 
+from correlators.config import EngineConfig
 from correlators.types import Correlator
 from schemas.rules import load_rules
 from streams.partition import Snapshotter
@@ -30,7 +32,8 @@ _PICKLE = b"P"
 def worker_context(settings: Settings) -> Context:
     """Rules from the settings; inventory, changes and feedback arrive on the context topics."""
     rules = tuple(rule for path in settings.rules for rule in load_rules(path))
-    return Context(rules=rules, default_rules=settings.default_rules)
+    config = replace(EngineConfig(), update_interval=settings.update_interval, reopen_window=settings.reopen_window)
+    return Context(rules=rules, default_rules=settings.default_rules, config=config)
 
 
 def new_correlator(settings: Settings, context: Context) -> Correlator:

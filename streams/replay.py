@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import orjson
 
+from correlators.config import EngineConfig
 from correlators.engine import Engine
 from correlators.naive import COMPONENT_GAP, DEFAULT_GAP, GroupBy, NaiveCorrelator
 from correlators.types import Correlator, Output
@@ -64,6 +65,7 @@ class Context:
     rules: tuple[AnyRule, ...] = ()
     feedback: tuple[Feedback, ...] = ()
     default_rules: bool = True
+    config: EngineConfig | None = None
 
 
 def load_context(
@@ -105,7 +107,7 @@ def build_engine(
         gap = DEFAULT_GAP if group_by == "asset" else COMPONENT_GAP
         return NaiveCorrelator(gap=gap, group_by=group_by, assets=context.assets)
     engine: Correlator = Engine(
-        None,
+        context.config,
         assets=list(context.assets),
         changes=list(context.changes),
         rules=list(context.rules),

@@ -178,6 +178,14 @@ class Settings(BaseSettings):
         description="How often each partition's correlation state is checkpointed; after a "
         "crash at most this much input is processed again (without repeating outputs).",
     )
+    update_interval: Duration = Field(
+        default=timedelta(seconds=30),
+        description="At most one `updated` event per incident per this much event time (storms are coalesced).",
+    )
+    reopen_window: Duration = Field(
+        default=timedelta(hours=12),
+        description="A resolved incident that gets new evidence within this much event time reopens (same id).",
+    )
     idle_timeout: Duration = Field(
         default=timedelta(seconds=30),
         description="A partition without input for this long gets its watermark advanced to "
