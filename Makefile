@@ -39,7 +39,7 @@ soak: $(STAMP)
 	$(BIN)/python -m bench.soak
 
 fuzz: $(STAMP)
-	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-100000} $(BIN)/python -m pytest -q -p no:cacheprovider tests/fuzz
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-100000} $(BIN)/python -m pytest -q -p no:cacheprovider -o timeout=0 tests/fuzz
 
 audit: $(STAMP)
 	sh scripts/audit.sh

@@ -668,6 +668,7 @@ class Engine:
         for _, asset in sorted(set(closing)):
             self._close_window(asset, out)
         qheap = self._quiet_heap
+        quiet: list[tuple[float, str]] = []
         while qheap and qheap[0][0] <= ts:
             _, inc_id = heapq.heappop(qheap)
             inc = self._incidents[inc_id]
@@ -677,6 +678,10 @@ class Engine:
             if due > ts:
                 heapq.heappush(qheap, (due, inc_id))
                 continue
+            quiet.append((due, inc_id))
+        # resolve in true-deadline order too, whatever stale heap entries said (restores match)
+        for due, inc_id in sorted(set(quiet)):
+            inc = self._incidents[inc_id]
             inc.resolved_at = due
             inc.updated_at = max(inc.updated_at, due)
             inc.note_reason(f"quiet for {self.cfg.quiet_period} after {_when(inc.last_activity)}")

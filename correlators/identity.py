@@ -12,16 +12,22 @@ def _norm(value: str) -> str:
     return value.strip().lower()
 
 
-def _claim(table: dict[str, str], key: str, asset_id: str) -> None:
-    """Give `key` to `asset_id` unless it is another asset's own id or a smaller id holds it."""
-    current = table.get(key)
-    if current is None or current == asset_id:
-        table[key] = asset_id
-        return
-    if _norm(current) == key:  # the key is the current holder's own id
-        return
-    if asset_id < current:
-        table[key] = asset_id
+def _names(asset: Asset) -> dict[str, int]:
+    """Exact names an asset claims, ranked: its own id (0) beats another asset's alias (1)."""
+    names = dict.fromkeys((_norm(alias) for alias in asset.aliases), 1)
+    names[_norm(asset.id)] = 0
+    return names
+
+
+def _short_names(asset: Asset) -> dict[str, int]:
+    """Host names (before the first dot) of an asset's dotted aliases."""
+    names: dict[str, int] = {}
+    for alias in asset.aliases:
+        key = _norm(alias)
+        short = key.split(".", 1)[0]
+        if not short.isdigit() and short != key:
+            names[short] = 0
+    return names
 
 
 class Identity:
@@ -30,6 +36,10 @@ class Identity:
     def __init__(self, assets: list[Asset] | None = None) -> None:
         self._alias: dict[str, str] = {}
         self._short: dict[str, str] = {}
+        # every claim on every name, so a name goes back to the next claimant when its holder
+        # drops it: name -> {asset id: rank}
+        self._alias_claims: dict[str, dict[str, int]] = {}
+        self._short_claims: dict[str, dict[str, int]] = {}
         self._assets: dict[str, Asset] = {}
         for asset in assets or ():
             self.add(asset)
@@ -37,26 +47,31 @@ class Identity:
     def add(self, asset: Asset) -> None:
         """Add or replace an asset and its aliases.
 
-        Resolution does not depend on arrival order: an asset's own id beats another asset's
-        alias, and between two assets claiming one alias the smaller id wins.
+        Resolution depends only on the current inventory, never on arrival order: an asset's
+        own id beats another asset's alias, and between two assets claiming one alias the
+        smaller id wins.
         """
         old = self._assets.get(asset.id)
-        if old is not None:
-            for alias in old.aliases:
-                key = _norm(alias)
-                if self._alias.get(key) == asset.id and key != _norm(asset.id):
-                    del self._alias[key]
-                short = key.split(".", 1)[0]
-                if self._short.get(short) == asset.id:
-                    del self._short[short]
         self._assets[asset.id] = asset
-        self._alias[_norm(asset.id)] = asset.id
-        for alias in asset.aliases:
-            key = _norm(alias)
-            _claim(self._alias, key, asset.id)
-            short = key.split(".", 1)[0]
-            if not short.isdigit() and short != key:
-                _claim(self._short, short, asset.id)
+        for table, claims, names_of in (
+            (self._alias, self._alias_claims, _names),
+            (self._short, self._short_claims, _short_names),
+        ):
+            touched: set[str] = set()
+            if old is not None:
+                for key in names_of(old):
+                    claims[key].pop(asset.id, None)
+                    touched.add(key)
+            for key, rank in names_of(asset).items():
+                claims.setdefault(key, {})[asset.id] = rank
+                touched.add(key)
+            for key in touched:
+                holders = claims[key]
+                if holders:
+                    table[key] = min(holders, key=lambda owner: (holders[owner], owner))
+                else:
+                    del claims[key]
+                    table.pop(key, None)
 
     def resolve(self, alert: Alert) -> str:
         """Canonical id of the alert's asset: the first identifier the inventory knows."""

@@ -10,7 +10,7 @@ from pathlib import Path
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from schemas.errors import ConfigError
-from schemas.loading import load_documents, validate_items
+from schemas.loading import load_documents, read_text, validate_items
 
 __all__ = [
     "LinkKind",
@@ -132,23 +132,22 @@ class Feedback(BaseModel):
 
 
 def _load_links_csv(path: Path) -> list[Asset]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read: {exc}", path=str(path)) from exc
-    reader = csv.reader(io.StringIO(text))
-    header = next(reader, None)
-    if header is None or len(header) != 2:
-        raise ConfigError("a topology CSV needs a two-column header", path=str(path), line=1)
+    reader = csv.reader(io.StringIO(read_text(path)))
     peers: dict[str, list[str]] = {}
-    for number, row in enumerate(reader, start=2):
-        if not row:
-            continue
-        if len(row) != 2 or not row[0].strip() or not row[1].strip():
-            raise ConfigError("expected two non-empty columns", path=str(path), line=number)
-        a, b = row[0].strip(), row[1].strip()
-        peers.setdefault(a, []).append(b)
-        peers.setdefault(b, []).append(a)
+    try:
+        header = next(reader, None)
+        if header is None or len(header) != 2:
+            raise ConfigError("a topology CSV needs a two-column header", path=str(path), line=1)
+        for row in reader:
+            if not row:
+                continue
+            if len(row) != 2 or not row[0].strip() or not row[1].strip():
+                raise ConfigError("expected two non-empty columns", path=str(path), line=reader.line_num)
+            a, b = row[0].strip(), row[1].strip()
+            peers.setdefault(a, []).append(b)
+            peers.setdefault(b, []).append(a)
+    except csv.Error as exc:  # e.g. a field over csv.field_size_limit()
+        raise ConfigError(f"invalid CSV: {exc}", path=str(path), line=reader.line_num) from exc
     return [
         Asset(id=a, links=tuple(Link(to=b, kind=LinkKind.PEER) for b in sorted(set(bs))))
         for a, bs in sorted(peers.items())

@@ -2,15 +2,13 @@
 
 `new_correlator` builds exactly what `socnoc replay` builds (`streams.replay.build_engine`),
 so the stream and the replay share the core. State goes to checkpoints through the
-correlator's own `snapshot()` / `restore(bytes)` when it offers them; until then through
-pickle, which is only safe because the checkpoint topic is written by socnoc alone (keep
-its ACLs to the workers).
+correlator's own `snapshot()` / `restore(bytes)`: plain JSON, so a checkpoint record cannot
+execute code whoever managed to write it (no pickle).
 """
 
 from __future__ import annotations
 
 import logging
-import pickle
 from dataclasses import replace
 from typing import Any
 
@@ -25,8 +23,7 @@ __all__ = ["new_correlator", "snapshotter", "worker_context"]
 
 log = logging.getLogger(__name__)
 
-_OWN = b"S"
-_PICKLE = b"P"
+_OWN = b"S"  # b"P" (pickle) is refused: a checkpoint must not be able to run code
 
 
 def worker_context(settings: Settings) -> Context:
@@ -51,7 +48,7 @@ def snapshotter(settings: Settings, context: Context) -> Snapshotter:
             data = own()
             if isinstance(data, bytes):
                 return _OWN + data
-        return _PICKLE + pickle.dumps(correlator, protocol=pickle.HIGHEST_PROTOCOL)
+        raise TypeError(f"{type(correlator).__name__} has no snapshot(): it cannot be checkpointed")
 
     def load(data: bytes) -> Correlator:
         tag, body = data[:1], data[1:]
@@ -61,9 +58,6 @@ def snapshotter(settings: Settings, context: Context) -> Snapshotter:
                 raise ValueError(f"{kind.__name__} cannot restore its own snapshot")
             restored: Correlator = restore(body)
             return restored
-        if tag == _PICKLE:
-            loaded: Correlator = pickle.loads(body)  # our own checkpoint topic only
-            return loaded
         raise ValueError(f"unknown snapshot tag {tag!r}")
 
     return Snapshotter(dump, load)

@@ -24,12 +24,15 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 
 def parse_duration(value: Any) -> Any:
     """Seconds or `<number><ms|s|m|h|d>` -> timedelta; anything else is left to pydantic."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return timedelta(seconds=value)
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match:
-            return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2) or "s"])
+    try:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return timedelta(seconds=value)
+        if isinstance(value, str):
+            match = _DURATION.match(value)
+            if match:
+                return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2) or "s"])
+    except OverflowError:  # not a ValueError, so pydantic would let it escape
+        raise ValueError(f"duration {str(value)[:24]!r} is out of range") from None
     return value
 
 

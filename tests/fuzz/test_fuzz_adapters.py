@@ -55,10 +55,16 @@ SEEDS: dict[str, list[bytes]] = {
         b'"x": {"y": {"z": 20}}}'
     ],
 }
+SEEDS["alert"] = [  # the gateway's canonical alerts
+    b'{"source": "ids", "domain": "security", "time": "2024-03-01T10:00:00Z", "asset": "web-1",'
+    b' "signature": "ET SCAN", "severity": "high", "tactics": ["discovery"], "src_ip": "198.51.100.7"}',
+    b'{"id": "z-1", "source": "zabbix", "domain": "ops", "time": 1709287200, "ended_at": 1709287260,'
+    b' "asset": "sw-1", "signature": "if-down", "status": "resolved"}',
+]
 SEEDS["auto"] = [
     s for k in ("wazuh", "suricata", "ecs", "alertmanager", "zabbix") for s in SEEDS[k]
 ]
-JSON_FORMATS = ("auto", "wazuh", "suricata", "ecs", "alertmanager", "zabbix", "jsonl")
+JSON_FORMATS = ("auto", "wazuh", "suricata", "ecs", "alertmanager", "zabbix", "jsonl", "alert")
 
 
 def make_adapter(fmt: str) -> Adapter:

@@ -137,7 +137,7 @@ def test_csv_adapter_from_any_spec_and_header(spec: str | None, columns: str, ro
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**64), 2**64) | st.floats(allow_nan=False) | st.text(max_size=6)
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False) | st.text(max_size=6)
     | cells,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["t", "a", "host", "name", "x", "y"]),
                                                                 inner, max_size=3),
