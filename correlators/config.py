@@ -26,7 +26,6 @@ class EngineConfig:
     warmup_weight: float = 0.1  # novelty multiplier while no baseline exists yet
     baseline_half_life: timedelta = timedelta(days=3)
     routine_count: float = 5.0
-    burst_factor: float = 20.0
     # dedup / flapping
     dedup_window: timedelta = timedelta(minutes=10)
     flap_transitions: int = 4

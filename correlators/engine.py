@@ -478,7 +478,6 @@ class Engine:
         if inc.all_clear() and not flapping and not inc.flapping and inc.resolved_at is None:
             inc.resolved_at = ts
             inc.note_reason(f"all conditions cleared at {_when(ts)}")
-            self._release(inc)
             out.append(inc.event(LifecycleEvent.RESOLVED, ts))
             self._dirty.discard(inc.id)
         else:
@@ -741,9 +740,6 @@ class Engine:
             self._dirty.discard(inc.id)
         else:
             self._dirty.add(inc.id)
-
-    def _release(self, inc: IncidentState) -> None:
-        """Resolved by recovery: keep the asset mapping so a relapse reopens it."""
 
     def _noise(self, alert: Alert, asset: str, reason: str, out: list[Output]) -> None:
         out.append(self._decision(alert, asset, Disposition.NOISE, reason, None))

@@ -87,6 +87,3 @@ class Explainer:
         """All analyst verdicts, in the order added."""
         return list(self._feedback.values())
 
-    def acks(self) -> list[Feedback]:
-        """Acknowledgements, for the lifecycle to attach to incidents."""
-        return [f for f in self._feedback.values() if f.kind is FeedbackKind.ACK]

@@ -61,9 +61,6 @@ class Topology:
         """Assets that feed this one."""
         return self._upstream.get(asset, set())
 
-    def has_links(self) -> bool:
-        return bool(self._peers)
-
 
 class Precedence:
     """Counts of alarm type pairs (A then B nearby in time and topology)."""
