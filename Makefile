@@ -19,12 +19,12 @@ run: $(STAMP)
 
 test: $(STAMP)
 	sh scripts/ensure-system-packages.sh
-	$(BIN)/ruff check streams correlators schemas tests
-	$(BIN)/mypy streams correlators schemas
+	$(BIN)/ruff check streams correlators schemas tests bench
+	$(BIN)/mypy streams correlators schemas bench
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)
-	$(BIN)/ruff check streams correlators schemas tests
+	$(BIN)/ruff check streams correlators schemas tests bench
 
 schemas: $(STAMP)
 	$(BIN)/python -m schemas.export
@@ -36,7 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run
 
 soak: $(STAMP)
-	$(BIN)/python -m bench.soak
+	@$(BIN)/python -m bench.soak
 
 fuzz: $(STAMP)
 	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-100000} $(BIN)/python -m pytest -q -p no:cacheprovider -o timeout=0 tests/fuzz

@@ -244,6 +244,11 @@ class WorkerProcess(_Child):
 
     def start(self) -> WorkerProcess:
         code = "import sys; from streams.cli import main; sys.exit(main(['worker', '--log-level', 'WARNING']))"
+        profile = os.environ.get("BENCH_WORKER_PROFILE")
+        if profile:  # dev aid: the worker under cProfile, stats written when it stops
+            call = "main(['worker', '--log-level', 'WARNING'])"
+            out = f"{profile}.{self.port}"
+            code = f"import cProfile; from streams.cli import main; cProfile.run({call!r}, {out!r})"
         self._spawn([sys.executable, "-c", code], self.env)
         return self
 

@@ -16,6 +16,7 @@ Phases, each repeated `BENCH_RUNS` times (default 3) and reported as the median:
 Environment: `BENCH_RUNS`, `BENCH_QUICK=1` (a fast dev run with smaller sizes),
 `BENCH_SYNTHETIC_ALERTS`, `BENCH_E2E_ALERTS`, `BENCH_LATENCY_SECONDS`, `BENCH_STATE_ASSETS`,
 `BENCH_STATE_ALERTS_PER_ASSET`, `BENCH_SKIP_KAFKA=1` (Kafka figures become null),
+`BENCH_PHASES` (some of `core state kafka`, for a partial dev run; the others stay null),
 `BENCH_OUT` (work directory, default `build/bench`). Progress goes to stderr; stdout gets a
 summary and, last, the JSON line. Details of every run are written to `BENCH_OUT/report.json`.
 A phase that fails (say, the worker does not start) leaves its figures null, is named in the
@@ -332,7 +333,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     del argv
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     cfg = Config.from_env()
-    report = run(cfg)
+    chosen = os.environ.get("BENCH_PHASES", "").replace(",", " ").split()
+    report = run(cfg, phases=chosen or ("core", "state", "kafka"))
     for note in report.notes:
         _progress(f"note: {note}")
     sys.stdout.write(_table(report.result) + "\n")

@@ -32,9 +32,9 @@ class SignatureStats:
         return self.count * math.exp(-_LN2 * (now - self.last) / half_life)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs ~1 µs, once per alert
 class Familiarity:
-    """How familiar a signature is on an asset at a moment."""
+    """How familiar a signature is on an asset at a moment (a value: never changed once made)."""
 
     count: float
     total: int

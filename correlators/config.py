@@ -48,3 +48,8 @@ class EngineConfig:
     max_assets: int = 500_000
     max_windows: int = 100_000
     max_idle: timedelta = timedelta(days=30)
+    max_rule_groups: int = 100_000  # per correlation rule: least recently updated group dropped beyond
+    # Resolved and merged incidents are forgotten this long (event time) after they resolved:
+    # a reopen after that opens a new incident. None keeps them all (`socnoc replay` writes
+    # every incident at the end); the streaming worker sets reopen_window + 1 h.
+    retain_resolved: timedelta | None = None

@@ -17,6 +17,7 @@ from schemas.models import (
     RootCause,
     Severity,
     TimelineEntry,
+    trusted,
 )
 
 __all__ = ["IncidentState", "incident_id", "kind_of", "to_dt"]
@@ -173,12 +174,16 @@ class IncidentState:
         self.last_emit = now
         self.dirty = False
         base = self.snapshot()
-        return IncidentEvent(
-            **base.model_dump(),
-            event=kind,
-            version=self.version,
-            alert_ids=tuple(self.alert_ids),
-            alert_ids_total=self.alert_count,
-            reasons=tuple(self.reasons),
-            timeline=tuple(self.timeline),
+        # the snapshot is validated; the rest are validated ids, timeline entries and counts
+        return trusted(
+            IncidentEvent,
+            {
+                **base.__dict__,
+                "event": kind,
+                "version": self.version,
+                "alert_ids": tuple(self.alert_ids),
+                "alert_ids_total": self.alert_count,
+                "reasons": tuple(self.reasons),
+                "timeline": tuple(self.timeline),
+            },
         )

@@ -1,12 +1,14 @@
 """Rule execution: suppression, severity overrides, and Sigma-style correlation rules.
 
 Correlation rules keep, per rule and group, only the matching events inside the rule's
-timespan, so their state is bounded by the timespan and the group count.
+timespan. A group whose state can no longer matter (older than the rule's timespan in event
+time) is dropped by `expire`, and each rule keeps at most `max_groups` groups: beyond that the
+least recently updated one is dropped (counted in `over_cap`).
 """
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -14,6 +16,7 @@ from schemas.models import Alert, Severity
 from schemas.rules import (
     AnyRule,
     DistinctRule,
+    Match,
     SequenceRule,
     SeverityRule,
     SuppressRule,
@@ -39,6 +42,13 @@ class Finding:
 
 def _group_key(rule: ThresholdRule | DistinctRule | SequenceRule, alert: Alert, asset: str) -> str | None:
     """The rule's group for this alert; None when a grouping field is absent (rule skipped)."""
+    if len(rule.group_by) == 1:  # the usual case, without building a list and joining it
+        field = rule.group_by[0]
+        if field == "asset":
+            return asset
+        if field == "src_ip":
+            return alert.src_ip or None
+        return alert.signature if field == "signature" else alert.source
     parts = []
     for field in rule.group_by:
         if field == "asset":
@@ -66,12 +76,19 @@ def _span(value: timedelta) -> str:
 class RuleSet:
     """All active rules, applied to alerts in event-time order."""
 
-    def __init__(self, rules: list[AnyRule] | None = None) -> None:
+    def __init__(self, rules: list[AnyRule] | None = None, *, max_groups: int = 100_000) -> None:
         self._suppress: list[SuppressRule] = []
         self._severity: list[SeverityRule] = []
         self._corr: list[ThresholdRule | DistinctRule | SequenceRule] = []
         self._state: dict[tuple[str, str], deque[tuple[float, str]]] = {}
         self._seq: dict[tuple[str, str], tuple[int, float]] = {}
+        # per rule, its groups least recently updated first, with the time that decides when
+        # the group's state stops mattering (latest event of a counting rule, start of a sequence)
+        self._touched: dict[str, OrderedDict[str, float]] = {}
+        self._spans: dict[str, float] = {}
+        self.max_groups = max_groups
+        self.over_cap = 0  # groups dropped beyond `max_groups` (the engine collects and resets it)
+        self.expired = 0  # groups dropped because their state could no longer matter
         self.replace(rules or [])
 
     def replace(self, rules: list[AnyRule]) -> None:
@@ -80,9 +97,60 @@ class RuleSet:
         self._severity = [r for r in rules if isinstance(r, SeverityRule) and r.enabled]
         self._corr = [r for r in rules if isinstance(r, ThresholdRule | DistinctRule | SequenceRule) and r.enabled]
         self._memo: dict[tuple[object, ...], _Profile] = {}
+        self._last_alert: Alert | None = None
+        self._last_profile: _Profile = (None, None, ())
+        # the alert's asset is part of the memo key only when a rule looks at it: otherwise
+        # every new asset would miss the memo (and fill it) for alerts it has seen before
+        self._by_asset = any(m.asset is not None for m in self._matchers())
         keep = {r.id for r in self._corr}
         self._state = {k: v for k, v in self._state.items() if k[0] in keep}
         self._seq = {k: v for k, v in self._seq.items() if k[0] in keep}
+        self._spans = {r.id: r.timespan.total_seconds() for r in self._corr}
+        self._touched = {k: v for k, v in self._touched.items() if k in keep}
+
+    def groups(self) -> int:
+        """Correlation-rule groups holding state."""
+        return len(self._state) + len(self._seq)
+
+    def touched_state(self) -> list[tuple[str, str, float]]:
+        """(rule, group, time) of every group, least recently updated first per rule (for snapshots)."""
+        return [(rule, group, t) for rule, groups in self._touched.items() for group, t in groups.items()]
+
+    def expire(self, horizon: float) -> None:
+        """Drop groups whose state no alert at `horizon` or later can see (older than the timespan).
+
+        Each rule's groups are swept from the least recently updated and the sweep stops at the
+        first one still live, so the cost is paid once per dropped group.
+        """
+        for rule_id, groups in self._touched.items():
+            if not groups:
+                continue
+            limit = horizon - self._spans[rule_id]
+            while groups:
+                group, t = next(iter(groups.items()))
+                if t >= limit:
+                    break
+                del groups[group]
+                self._state.pop((rule_id, group), None)
+                self._seq.pop((rule_id, group), None)
+                self.expired += 1
+
+    def _touch(self, rule_id: str, group: str, t: float) -> None:
+        groups = self._touched.get(rule_id)
+        if groups is None:
+            groups = self._touched[rule_id] = OrderedDict()
+        groups[group] = t
+        groups.move_to_end(group)
+        while len(groups) > self.max_groups:
+            old, _ = groups.popitem(last=False)
+            self._state.pop((rule_id, old), None)
+            self._seq.pop((rule_id, old), None)
+            self.over_cap += 1
+
+    def _untouch(self, rule_id: str, group: str) -> None:
+        groups = self._touched.get(rule_id)
+        if groups is not None:
+            groups.pop(group, None)
 
     def __len__(self) -> int:
         return len(self._suppress) + len(self._severity) + len(self._corr)
@@ -101,14 +169,47 @@ class RuleSet:
         self,
         counting: dict[tuple[str, str], deque[tuple[float, str]]],
         sequence: dict[tuple[str, str], tuple[int, float]],
+        touched: list[tuple[str, str, float]] | None = None,
     ) -> None:
-        """Restore correlation-rule state from a snapshot."""
+        """Restore correlation-rule state from a snapshot.
+
+        `touched` is the recency order `touched_state()` gave; snapshots without it (older
+        versions) get one rebuilt from the state, oldest first.
+        """
         self._state = {k: deque(v, maxlen=MAX_GROUP_EVENTS) for k, v in counting.items()}
         self._seq = dict(sequence)
+        known: dict[tuple[str, str], float] = {k: max(t for t, _ in v) for k, v in self._state.items() if v}
+        known.update((k, started) for k, (_, started) in self._seq.items())
+        order: list[tuple[str, str, float]] = []
+        if touched is not None:
+            order = [(r, g, t) for r, g, t in touched if (r, g) in known]
+        listed = {(r, g) for r, g, _ in order}
+        rest = [(r, g, t) for (r, g), t in known.items() if (r, g) not in listed]
+        order += sorted(rest, key=lambda x: (x[2], x[0], x[1]))
+        self._touched = {}
+        for rule_id, group, t in order:
+            if rule_id in self._spans:
+                self._touched.setdefault(rule_id, OrderedDict())[group] = t
+
+    def _matchers(self) -> list[Match]:
+        out = [r.match for r in self._suppress] + [r.match for r in self._severity]
+        for r in self._corr:
+            out.extend(r.steps if isinstance(r, SequenceRule) else [r.match])
+        return out
 
     def _profile(self, alert: Alert) -> _Profile:
         """Which rules match this kind of alert, memoised: alerts repeat the same fields a lot."""
-        key = (alert.signature, alert.title, alert.source, alert.asset, alert.domain, alert.severity, alert.tactics)
+        if alert is self._last_alert:  # suppression, severity and correlation ask in turn
+            return self._last_profile
+        key = (
+            alert.signature,
+            alert.title,
+            alert.source,
+            alert.asset if self._by_asset else None,
+            alert.domain,
+            alert.severity,
+            alert.tactics,
+        )
         profile = self._memo.get(key)
         if profile is None:
             if len(self._memo) >= _MEMO_SIZE:
@@ -120,6 +221,7 @@ class RuleSet:
                 for r in self._corr
             )
             profile = self._memo[key] = (suppress, severity, corr)
+        self._last_alert, self._last_profile = alert, profile
         return profile
 
     def suppression(self, alert: Alert) -> SuppressRule | None:
@@ -140,6 +242,8 @@ class RuleSet:
         for rule, match in zip(self._corr, matched, strict=True):
             if isinstance(rule, SequenceRule):
                 assert isinstance(match, tuple)
+                if True not in match:  # no step matches: the group's progress cannot change
+                    continue
                 hit = self._sequence(rule, match, alert, asset, now)
             elif match:
                 hit = self._counting(rule, alert, asset, now)
@@ -154,7 +258,15 @@ class RuleSet:
         if group is None:
             return None
         key = (rule.id, group)
-        events = self._state.setdefault(key, deque(maxlen=MAX_GROUP_EVENTS))
+        events = self._state.get(key)
+        if events is None:
+            events = self._state[key] = deque(maxlen=MAX_GROUP_EVENTS)
+            latest = now
+        else:
+            groups = self._touched.get(rule.id)
+            prev = groups.get(group) if groups is not None else None
+            latest = now if prev is None else max(now, prev)
+        self._touch(rule.id, group, latest)
         horizon = now - rule.timespan.total_seconds()
         while events and events[0][0] < horizon:
             events.popleft()
@@ -201,6 +313,7 @@ class RuleSet:
             step += 1
             if step == len(rule.steps):
                 self._seq.pop(key, None)
+                self._untouch(rule.id, group)
                 return Finding(
                     rule.id,
                     rule.severity,
@@ -208,4 +321,5 @@ class RuleSet:
                     f"rule {rule.id}: sequence of {len(rule.steps)} steps within {_span(rule.timespan)}",
                 )
             self._seq[key] = (step, started)
+            self._touch(rule.id, group, started)
         return None

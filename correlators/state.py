@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import heapq
 import json
-from collections import deque
+import math
+from collections import OrderedDict, deque
 from dataclasses import asdict, fields
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from correlators.config import EngineConfig
 from correlators.lifecycle import IncidentState
 from correlators.windows import Evidence, Window
 from schemas.context import Asset, Change, Feedback
+from schemas.errors import SnapshotError, SocnocError
 from schemas.models import Alert, Domain, RootCause, Severity, TimelineEntry
 from schemas.rules import parse_rules
 
@@ -27,20 +29,105 @@ if TYPE_CHECKING:
 __all__ = ["dump", "load", "FORMAT"]
 
 FORMAT = 1
+_LONGEST = 10 * 365 * 86400.0  # longest duration setting accepted (10 years)
+_LATEST = 4102444800.0 + _LONGEST  # 2100-01-01 (the adapters' limit) plus the longest setting
+_DIVISORS = frozenset({"open_threshold", "baseline_half_life"})  # settings the engine divides by
+# EngineStats counters, in snapshot order (new ones are appended)
+_STATS = (
+    "late", "alerts", "evicted_assets", "windows_closed_early", "assets_over_cap", "window_full", "incidents_capped",
+    "incidents_pruned", "rule_groups_expired", "rule_groups_over_cap",
+)
+_AT_LEAST_ONE = frozenset({"max_windows", "max_rule_groups"})
 
 
 def _config(cfg: EngineConfig) -> dict[str, Any]:
     return {k: (v.total_seconds() if isinstance(v, timedelta) else v) for k, v in asdict(cfg).items()}
 
 
-def _config_from(data: dict[str, Any]) -> EngineConfig:
-    kinds = {f.name: f.type for f in fields(EngineConfig)}
+def _config_from(data: object) -> EngineConfig:
+    kinds = {f.name: str(f.type) for f in fields(EngineConfig)}
     values: dict[str, Any] = {}
-    for key, value in data.items():
-        if key not in kinds:
-            continue
-        values[key] = timedelta(seconds=value) if "timedelta" in str(kinds[key]) else value
+    for key, value in _obj(data, "config").items():
+        kind = kinds.get(key)
+        if kind is None:
+            continue  # a setting this version no longer has
+        what = f"config.{key}"
+        if kind == "int":
+            values[key] = _int(value, what, low=1 if key in _AT_LEAST_ONE else 0)
+        elif value is None and "None" in kind:
+            values[key] = None
+        else:
+            number = _num(value, what)
+            if number < 0 or (number == 0 and key in _DIVISORS) or ("timedelta" in kind and number > _LONGEST):
+                _bad(what, f"out of range: {number}")
+            values[key] = timedelta(seconds=number) if "timedelta" in kind else number
     return EngineConfig(**values)
+
+
+# -- strict readers: a snapshot is outside data once it went through Kafka -------------------
+
+
+def _bad(what: str, detail: str) -> NoReturn:
+    raise SnapshotError(f"corrupt engine snapshot: {what}: {detail}")
+
+
+def _obj(x: object, what: str) -> dict[str, Any]:
+    if not isinstance(x, dict):
+        _bad(what, f"expected an object, got {type(x).__name__}")
+    return x
+
+
+def _arr(x: object, what: str, size: int | None = None) -> list[Any]:
+    if not isinstance(x, list):
+        _bad(what, f"expected a list, got {type(x).__name__}")
+    if size is not None and len(x) != size:
+        _bad(what, f"expected {size} items, got {len(x)}")
+    return x
+
+
+def _str(x: object, what: str) -> str:
+    if not isinstance(x, str):
+        _bad(what, f"expected a string, got {type(x).__name__}")
+    return x
+
+
+def _bool(x: object, what: str) -> bool:
+    if not isinstance(x, bool):
+        _bad(what, f"expected a boolean, got {type(x).__name__}")
+    return x
+
+
+def _int(x: object, what: str, low: int = 0) -> int:
+    if not isinstance(x, int) or isinstance(x, bool) or x < low:
+        _bad(what, f"expected an integer >= {low}, got {x!r:.40}")
+    return x
+
+
+def _num(x: object, what: str) -> float:
+    if not isinstance(x, int | float) or isinstance(x, bool) or not math.isfinite(x):
+        _bad(what, f"expected a finite number, got {x!r:.40}")
+    return float(x)
+
+
+def _time(x: object, what: str) -> float:
+    # what adapters accept (1970-2100) plus room for the engine's own offsets: anything else
+    # would overflow the engine's datetime conversions later
+    number = _num(x, what)
+    if not 0.0 <= number <= _LATEST:
+        _bad(what, f"time out of range: {number}")
+    return number
+
+
+def _opt_time(x: object, what: str) -> float | None:
+    return None if x is None else _time(x, what)
+
+
+def _opt_str(x: object, what: str) -> str | None:
+    return None if x is None else _str(x, what)
+
+
+def _strs(x: object, what: str) -> list[str]:
+    return [_str(v, what) for v in _arr(x, what)]
 
 
 def _window(w: Window) -> dict[str, Any]:
@@ -57,17 +144,30 @@ def _window(w: Window) -> dict[str, Any]:
     }
 
 
-def _window_from(d: dict[str, Any]) -> Window:
+def _window_from(x: object) -> Window:
+    d = _obj(x, "window")
+    pending: list[tuple[Alert, Severity]] = []
+    for item in _arr(d["pending"], "window.pending"):
+        alert, severity = _arr(item, "window.pending[]", 2)
+        pending.append((Alert.model_validate(_obj(alert, "window.pending[].alert")), Severity(severity)))
+    evidence: dict[str, Evidence] = {}
+    for key, value in _obj(d["evidence"], "window.evidence").items():
+        weight, count, note = _arr(value, "window.evidence[]", 3)
+        evidence[key] = Evidence(_num(weight, "evidence.weight"), _int(count, "evidence.count"), _str(note, "note"))
+    findings: list[tuple[str, float]] = []
+    for item in _arr(d["findings"], "window.findings"):
+        text, weight = _arr(item, "window.findings[]", 2)
+        findings.append((_str(text, "finding"), _num(weight, "finding.weight")))
     return Window(
-        asset=d["asset"],
-        start=d["start"],
-        last=d["last"],
-        pending=[(Alert.model_validate(a), Severity(s)) for a, s in d["pending"]],
-        evidence={k: Evidence(float(v[0]), int(v[1]), str(v[2])) for k, v in d["evidence"].items()},
-        sources=set(d["sources"]),
-        domains={Domain(x) for x in d["domains"]},
-        tactics=set(d["tactics"]),
-        findings=[(str(t), float(w)) for t, w in d["findings"]],
+        asset=_str(d["asset"], "window.asset"),
+        start=_time(d["start"], "window.start"),
+        last=_time(d["last"], "window.last"),
+        pending=pending,
+        evidence=evidence,
+        sources=set(_strs(d["sources"], "window.sources")),
+        domains={Domain(x) for x in _arr(d["domains"], "window.domains")},
+        tactics=set(_strs(d["tactics"], "window.tactics")),
+        findings=findings,
     )
 
 
@@ -103,36 +203,54 @@ def _incident(i: IncidentState) -> dict[str, Any]:
     }
 
 
-def _incident_from(d: dict[str, Any]) -> IncidentState:
-    return IncidentState(
-        id=d["id"],
-        assets=list(d["assets"]),
-        opened_at=d["opened_at"],
-        root=RootCause.model_validate(d["root"]),
-        root_signature=d["root_signature"],
-        owners=set(d["owners"]),
-        domains={Domain(x) for x in d["domains"]},
+def _incident_from(x: object) -> IncidentState:
+    d = _obj(x, "incident")
+    assets = _strs(d["assets"], "incident.assets")
+    if not assets:
+        _bad("incident.assets", "empty")
+    firing: dict[tuple[str, str], bool] = {}
+    for item in _arr(d["firing"], "incident.firing"):
+        asset, sig, value = _arr(item, "incident.firing[]", 3)
+        firing[(_str(asset, "firing.asset"), _str(sig, "firing.signature"))] = _bool(value, "firing")
+    evidence: set[tuple[str, str]] = set()
+    for item in _arr(d["evidence"], "incident.evidence"):
+        asset, sig = _arr(item, "incident.evidence[]", 2)
+        evidence.add((_str(asset, "evidence.asset"), _str(sig, "evidence.signature")))
+    signatures = {k: _int(v, "incident.signatures[]") for k, v in _obj(d["signatures"], "signatures").items()}
+    threshold = _num(d["threshold"], "incident.threshold")
+    if threshold <= 0:
+        _bad("incident.threshold", "not positive")
+    inc = IncidentState(
+        id=_str(d["id"], "incident.id"),
+        assets=assets,
+        opened_at=_time(d["opened_at"], "incident.opened_at"),
+        root=RootCause.model_validate(_obj(d["root"], "incident.root")),
+        root_signature=_str(d["root_signature"], "incident.root_signature"),
+        owners=set(_strs(d["owners"], "incident.owners")),
+        domains={Domain(x) for x in _arr(d["domains"], "incident.domains")},
         severity=Severity(d["severity"]),
-        raw=d["raw"],
-        threshold=d["threshold"],
-        alert_count=d["alert_count"],
-        updated_at=d["updated_at"],
-        last_activity=d["last_activity"],
-        resolved_at=d["resolved_at"],
-        merged_into=d["merged_into"],
-        version=d["version"],
-        last_emit=d["last_emit"],
-        dirty=d["dirty"],
-        alert_ids=list(d["alert_ids"]),
-        reasons=list(d["reasons"]),
-        timeline=[TimelineEntry.model_validate(t) for t in d["timeline"]],
-        signatures=dict(d["signatures"]),
-        firing={(a, s): bool(v) for a, s, v in d["firing"]},
-        evidence={(a, s) for a, s in d["evidence"]},
-        consequences=d["consequences"],
-        flapping=set(d["flapping"]),
-        summary_note=d["summary_note"],
+        raw=_num(d["raw"], "incident.raw"),
+        threshold=threshold,
+        alert_count=_int(d["alert_count"], "incident.alert_count"),
+        updated_at=_time(d["updated_at"], "incident.updated_at"),
+        last_activity=_time(d["last_activity"], "incident.last_activity"),
+        resolved_at=_opt_time(d["resolved_at"], "incident.resolved_at"),
+        merged_into=_opt_str(d["merged_into"], "incident.merged_into"),
+        version=_int(d["version"], "incident.version"),
+        last_emit=_time(d["last_emit"], "incident.last_emit"),
+        dirty=_bool(d["dirty"], "incident.dirty"),
+        alert_ids=_strs(d["alert_ids"], "incident.alert_ids"),
+        reasons=_strs(d["reasons"], "incident.reasons"),
+        timeline=[TimelineEntry.model_validate(_obj(t, "timeline[]")) for t in _arr(d["timeline"], "timeline")],
+        signatures=signatures,
+        firing=firing,
+        evidence=evidence,
+        consequences=_int(d["consequences"], "incident.consequences"),
+        flapping=set(_strs(d["flapping"], "incident.flapping")),
+        summary_note=_str(d["summary_note"], "incident.summary_note"),
     )
+    inc.snapshot()  # the published shape must be buildable (scores, counts in range)
+    return inc
 
 
 def dump(engine: Engine) -> bytes:
@@ -144,6 +262,7 @@ def dump(engine: Engine) -> bytes:
         "rules": [r.model_dump(mode="json") for r in rules.all_rules()],
         "rule_state": [[k[0], k[1], list(map(list, v))] for k, v in rules.counting_state().items()],
         "rule_seq": [[k[0], k[1], v[0], v[1]] for k, v in rules.sequence_state().items()],
+        "rule_touched": [list(t) for t in rules.touched_state()],
         "assets": [a.model_dump(mode="json") for a in engine.identity.assets()],
         "changes": [c.model_dump(mode="json") for c in engine.explainer.changes()],
         "feedback": [f.model_dump(mode="json") for f in engine.explainer.feedback()],
@@ -152,12 +271,7 @@ def dump(engine: Engine) -> bytes:
         "clock": engine._clock if engine._clock != float("-inf") else None,
         "first": engine._first,
         "seen": list(engine._seen),
-        "stats": [
-            engine.stats.late,
-            engine.stats.alerts,
-            engine.stats.evicted_assets,
-            engine.stats.windows_closed_early,
-        ],
+        "stats": [getattr(engine.stats, name) for name in _STATS],
         "windows": [_window(w) for w in engine._windows.values()],
         "incidents": [_incident(i) for i in engine._incidents.values()],
         "open_by_asset": engine._open_by_asset,
@@ -171,47 +285,136 @@ def dump(engine: Engine) -> bytes:
 
 
 def load(data: bytes) -> Engine:
-    """An engine in exactly the state `dump` saw."""
+    """An engine in exactly the state `dump` saw.
+
+    Raises `SnapshotError`, and nothing else, when `data` is not a whole, well-formed snapshot
+    of this format: a checkpoint read back from Kafka is outside data, and a partition must be
+    able to fall back to an older one instead of failing on every restart.
+    """
+    try:
+        return _load(data)
+    except SnapshotError:
+        raise
+    except _MALFORMED as exc:
+        raise SnapshotError(f"corrupt engine snapshot: {type(exc).__name__}: {exc}"[:500]) from exc
+
+
+# What reading a malformed document can raise on the way (missing keys, bad enum values,
+# pydantic's ValidationError and json's JSONDecodeError are ValueErrors, deep nesting).
+_MALFORMED = (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError, OverflowError, SocnocError)
+
+
+def _load(data: bytes) -> Engine:
     from correlators.engine import Engine
 
-    doc = json.loads(data)
+    doc = _obj(json.loads(data), "document")
     if doc.get("format") != FORMAT:
-        raise ValueError(f"unsupported engine snapshot format {doc.get('format')!r}")
+        raise SnapshotError(f"unsupported engine snapshot format {doc.get('format')!r:.40}")
+    raw_rules = _arr(doc["rules"], "rules")  # no count cap: several files may hold 10k rules each
     engine = Engine(
         _config_from(doc["config"]),
-        assets=[Asset.model_validate(a) for a in doc["assets"]],
-        changes=[Change.model_validate(c) for c in doc["changes"]],
-        rules=parse_rules(doc["rules"]),
-        feedback=[Feedback.model_validate(f) for f in doc["feedback"]],
+        assets=[Asset.model_validate(_obj(a, "asset")) for a in _arr(doc["assets"], "assets")],
+        changes=[Change.model_validate(_obj(c, "change")) for c in _arr(doc["changes"], "changes")],
+        rules=parse_rules(raw_rules),
+        feedback=[Feedback.model_validate(_obj(f, "feedback")) for f in _arr(doc["feedback"], "feedback")],
     )
-    engine.rules.load_state(
-        {(r, g): deque((float(t), str(v)) for t, v in ev) for r, g, ev in doc["rule_state"]},
-        {(r, g): (int(step), float(t)) for r, g, step, t in doc["rule_seq"]},
+    counting: dict[tuple[str, str], deque[tuple[float, str]]] = {}
+    for item in _arr(doc["rule_state"], "rule_state"):
+        rule, group, events = _arr(item, "rule_state[]", 3)
+        counting[(_str(rule, "rule_state.rule"), _str(group, "rule_state.group"))] = deque(
+            (_time(t, "rule_state.time"), _str(v, "rule_state.value"))
+            for t, v in (_arr(e, "rule_state.event", 2) for e in _arr(events, "rule_state.events"))
+        )
+    sequence: dict[tuple[str, str], tuple[int, float]] = {}
+    for item in _arr(doc["rule_seq"], "rule_seq"):
+        rule, group, step, started = _arr(item, "rule_seq[]", 4)
+        key = (_str(rule, "rule_seq.rule"), _str(group, "rule_seq.group"))
+        sequence[key] = (_int(step, "rule_seq.step"), _time(started, "rule_seq.started"))
+    touched: list[tuple[str, str, float]] | None = None
+    if "rule_touched" in doc:  # absent from snapshots of earlier versions: rebuilt from the state
+        touched = [
+            (_str(r, "rule_touched.rule"), _str(g, "rule_touched.group"), _time(t, "rule_touched.time"))
+            for r, g, t in (_arr(x, "rule_touched[]", 3) for x in _arr(doc["rule_touched"], "rule_touched"))
+        ]
+    engine.rules.load_state(counting, sequence, touched)
+    engine.baseline.load(
+        {
+            _str(asset, "baseline.asset"): {
+                sig: [_num(c, "count"), _time(last, "last"), _time(first, "first"), _int(h, "hours"), _int(n, "total")]
+                for sig, (c, last, first, h, n) in (
+                    (k, _arr(v, "baseline[][]", 5)) for k, v in _obj(sigs, "baseline[]").items()
+                )
+            }
+            for asset, sigs in _obj(doc["baseline"], "baseline").items()
+        }
     )
-    engine.baseline.load(doc["baseline"])
-    engine.precedence.load(doc["precedence"])
-    engine._clock = doc["clock"] if doc["clock"] is not None else float("-inf")
-    engine._first = doc["first"]
-    engine._seen = dict.fromkeys(doc["seen"])
-    (engine.stats.late, engine.stats.alerts, engine.stats.evicted_assets, engine.stats.windows_closed_early) = doc[
-        "stats"
-    ]
-    for wd in doc["windows"]:
+    prec = _obj(doc["precedence"], "precedence")
+    engine.precedence.load(
+        {
+            "recent": [
+                [_time(t, "precedence.time"), _str(a, "precedence.asset"), _str(k, "precedence.kind")]
+                for t, a, k in (_arr(r, "precedence.recent[]", 3) for r in _arr(prec["recent"], "precedence.recent"))
+            ],
+            "pair": [
+                [_str(a, "precedence.cause"), _str(b, "precedence.effect"), _int(n, "precedence.count")]
+                for a, b, n in (_arr(p, "precedence.pair[]", 3) for p in _arr(prec["pair"], "precedence.pair"))
+            ],
+            "type": {k: _int(v, "precedence.type[]") for k, v in _obj(prec["type"], "precedence.type").items()},
+            "total": _int(prec["total"], "precedence.total"),
+        }
+    )
+    clock = _opt_time(doc["clock"], "clock")
+    engine._clock = clock if clock is not None else float("-inf")
+    engine._first = _opt_time(doc["first"], "first")
+    engine._seen = dict.fromkeys(_strs(doc["seen"], "seen"))
+    counts = _arr(doc["stats"], "stats")
+    if not 4 <= len(counts) <= len(_STATS):  # the first four: snapshots of earlier versions
+        _bad("stats", f"{len(counts)} counters")
+    for name, value in zip(_STATS, counts, strict=False):
+        setattr(engine.stats, name, _int(value, f"stats.{name}"))
+    for wd in _arr(doc["windows"], "windows"):
         w = _window_from(wd)
         engine._windows[w.asset] = w
         deadline = min(w.last + engine._gap, w.start + engine._max_window)
         heapq.heappush(engine._window_heap, (deadline, w.asset, w.start))
-    for idoc in doc["incidents"]:
+    for idoc in _arr(doc["incidents"], "incidents"):
         inc = _incident_from(idoc)
         engine._incidents[inc.id] = inc
         if inc.resolved_at is None:
             heapq.heappush(engine._quiet_heap, (inc.last_activity + engine._quiet, inc.id))
-    engine._open_by_asset = dict(doc["open_by_asset"])
-    engine._dirty = set(doc["dirty"])
-    engine._last_noise = {
-        a: {s: (float(v[0]), str(v[1]), int(v[2])) for s, v in m.items()} for a, m in doc["last_noise"].items()
+            engine._quiet_armed.add(inc.id)
+        else:
+            engine._retire(inc)
+    known = engine._incidents
+
+    def incident_ref(x: object, what: str) -> str:
+        inc_id = _str(x, what)
+        if inc_id not in known:
+            _bad(what, f"unknown incident {inc_id!r:.80}")
+        return inc_id
+
+    engine._open_by_asset = {
+        k: incident_ref(v, "open_by_asset[]") for k, v in _obj(doc["open_by_asset"], "open_by_asset").items()
     }
-    engine._toggles = {a: {s: [float(t) for t in v] for s, v in m.items()} for a, m in doc["toggles"].items()}
-    engine._sig_incident = {k: (str(v[0]), float(v[1])) for k, v in doc["sig_incident"].items()}
-    engine._recent_assets = {str(a): float(t) for a, t in doc["recent_assets"]}
+    engine._dirty = {incident_ref(v, "dirty[]") for v in _arr(doc["dirty"], "dirty")}
+    engine._last_noise = {
+        a: {
+            s: (_time(t, "last_noise.time"), _str(i, "last_noise.alert"), _int(n, "last_noise.count"))
+            for s, (t, i, n) in ((s, _arr(v, "last_noise[][]", 3)) for s, v in _obj(m, "last_noise[]").items())
+        }
+        for a, m in _obj(doc["last_noise"], "last_noise").items()
+    }
+    engine._toggles = {
+        a: {s: [_time(t, "toggles.time") for t in _arr(v, "toggles[][]")] for s, v in _obj(m, "toggles[]").items()}
+        for a, m in _obj(doc["toggles"], "toggles").items()
+    }
+    sig_incident = _obj(doc["sig_incident"], "sig_incident")
+    engine._sig_incident = {
+        k: (incident_ref(i, "sig_incident.incident"), _time(t, "sig_incident.time"))
+        for k, (i, t) in ((k, _arr(v, "sig_incident[]", 2)) for k, v in sig_incident.items())
+    }
+    engine._recent_assets = OrderedDict(
+        (_str(a, "recent_assets.asset"), _time(t, "recent_assets.time"))
+        for a, t in (_arr(r, "recent_assets[]", 2) for r in _arr(doc["recent_assets"], "recent_assets"))
+    )
     return engine

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Set
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from correlators.scoring import (
     CROSS_DOMAIN,
@@ -18,6 +20,29 @@ __all__ = ["Evidence", "Window", "DIVERSITY_MIN"]
 
 # Alerts this weak (warm-up) add their own weight but do not count as extra detectors/tactics.
 DIVERSITY_MIN = 0.2
+
+_T = TypeVar("_T", bound=Hashable)
+_EMPTY: frozenset[str] = frozenset()
+_NO_DOMAINS: frozenset[Domain] = frozenset()
+# A window's detectors, domains and tactics are a handful of the same few values, so windows
+# share one immutable set per combination (an empty set costs 216 bytes; most assets have a
+# window). Bounded: the values come from the input.
+_SHARED: dict[tuple[frozenset[object], object], frozenset[object]] = {}
+_MAX_SHARED = 4096
+
+
+def _plus(current: Set[_T], item: _T) -> Set[_T]:
+    """`current` with `item`, as a shared immutable set (`current` itself if it holds it)."""
+    if item in current:
+        return current
+    base = frozenset(current)
+    key = (base, item)
+    found = _SHARED.get(key)
+    if found is None:
+        if len(_SHARED) >= _MAX_SHARED:
+            _SHARED.clear()
+        found = _SHARED[key] = base | {item}
+    return found  # type: ignore[return-value]
 
 
 @dataclass(slots=True)
@@ -38,9 +63,9 @@ class Window:
     last: float
     pending: list[tuple[Alert, Severity]] = field(default_factory=list)
     evidence: dict[str, Evidence] = field(default_factory=dict)
-    sources: set[str] = field(default_factory=set)
-    domains: set[Domain] = field(default_factory=set)
-    tactics: set[str] = field(default_factory=set)
+    sources: Set[str] = _EMPTY
+    domains: Set[Domain] = _NO_DOMAINS
+    tactics: Set[str] = _EMPTY
     findings: list[tuple[str, float]] = field(default_factory=list)
 
     def add(self, alert: Alert, severity: Severity, novelty: float, note: str) -> None:
@@ -55,9 +80,14 @@ class Window:
         else:
             ev.count += 1
         if novelty >= DIVERSITY_MIN:
-            self.sources.add(alert.source)
-            self.domains.add(alert.domain)
-            self.tactics.update(alert.tactics)
+            self.sources = _plus(self.sources, alert.source)
+            self.domains = _plus(self.domains, alert.domain)
+            for tactic in alert.tactics:
+                self.tactics = _plus(self.tactics, tactic)
+
+    def add_tactic(self, tactic: str) -> None:
+        """A tactic a correlation rule found."""
+        self.tactics = _plus(self.tactics, tactic)
 
     def score(self, factor: float) -> float:
         """Total evidence, scaled by the asset's importance."""

@@ -13,6 +13,7 @@ __all__ = [
     "UnknownFormat",
     "ConfigError",
     "MapSpecError",
+    "SnapshotError",
 ]
 
 
@@ -62,3 +63,7 @@ class ConfigError(SocnocError):
 
 class MapSpecError(ConfigError):
     """A `--map` spec, CSV header or adapter option is unusable (an argument, not a record)."""
+
+
+class SnapshotError(SocnocError):
+    """A saved engine or partition state (a checkpoint) is corrupt, truncated or of another format."""

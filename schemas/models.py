@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -24,6 +24,7 @@ __all__ = [
     "TimelineEntry",
     "DeadLetter",
     "SEVERITY_RANK",
+    "trusted",
 ]
 
 SCHEMA_VERSION = 1
@@ -207,6 +208,26 @@ class DeadLetter(BaseModel):
     error: str = Field(description="Class name of the typed error.")
     reason: str
     received_at: datetime
+
+
+_M = TypeVar("_M", bound=BaseModel)
+_new = object.__new__
+_set = object.__setattr__
+
+
+def trusted(cls: type[_M], values: dict[str, Any]) -> _M:
+    """A record built from values that are valid already, without validating them again.
+
+    Only for internal copies whose every value comes from validated records (a decision
+    repeats its alert's id, asset and time): validation stays at the edges, where input
+    arrives. `values` must hold every field, in declaration order (the order they serialise).
+    """
+    model = _new(cls)
+    _set(model, "__dict__", values)
+    _set(model, "__pydantic_fields_set__", set(values))
+    _set(model, "__pydantic_extra__", None)
+    _set(model, "__pydantic_private__", None)
+    return model
 
 
 def dump(model: BaseModel) -> dict[str, Any]:

@@ -110,9 +110,12 @@ class EmbeddedBroker:
         host: str = "127.0.0.1",
         log_path: Path | None = None,
         start_timeout_s: float = 15.0,
+        advertised: str | None = None,
     ) -> None:
         self.host = host
         self.port = port or free_port(host)
+        # `host:port` given to clients in metadata (a fault-injecting proxy in the soak test)
+        self.advertised = advertised
         self.log_path = log_path
         self.start_timeout_s = start_timeout_s
         self._proc: subprocess.Popen[bytes] | None = None
@@ -143,7 +146,7 @@ class EmbeddedBroker:
             broker_binary(),
             "broker",
             "--listener-url", url,
-            "--advertised-listener-url", url,
+            "--advertised-listener-url", f"tcp://{self.advertised}" if self.advertised else url,
             "--storage-engine", "memory://tansu/",
         ]
         if self.log_path is not None:

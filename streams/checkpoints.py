@@ -10,14 +10,17 @@ Tansu has no transactions (InitProducerId fails), so this is how outputs stay ex
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from schemas.errors import SnapshotError
 from streams.kafka import high_watermarks
 from streams.records import OID_HEADER, SRC_HEADER, header
 
@@ -27,6 +30,7 @@ log = logging.getLogger(__name__)
 
 _FORMAT = 1
 _READ_TIMEOUT_S = 30.0
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -54,18 +58,36 @@ class Checkpoint:
 
     @classmethod
     def decode(cls, data: bytes) -> Checkpoint:
-        size = int.from_bytes(data[:4], "big")
-        head = orjson.loads(data[4 : 4 + size])
-        if head.get("format") != _FORMAT:
-            raise ValueError(f"unknown checkpoint format {head.get('format')!r}")
-        body = data[4 + size :]
-        return cls(
-            partition=int(head["partition"]),
-            offset=int(head["offset"]),
-            out_ends={str(k): int(v) for k, v in head["out_ends"].items()},
-            state=body if head.get("has_state") else None,
-            written_at=float(head.get("written_at", 0.0)),
-        )
+        """Inverse of `encode`; anything else raises `SnapshotError` (and nothing else)."""
+        try:
+            size = int.from_bytes(data[:4], "big")
+            head = orjson.loads(data[4 : 4 + size])
+            if not isinstance(head, dict) or head.get("format") != _FORMAT:
+                raise SnapshotError(f"unknown checkpoint format: {str(head)[:60]}")
+            body = data[4 + size :]
+            out_ends = head["out_ends"]
+            if not isinstance(out_ends, dict):
+                raise SnapshotError("corrupt checkpoint: out_ends is not an object")
+            checkpoint = cls(
+                partition=_count(head["partition"]),
+                offset=_count(head["offset"]),
+                out_ends={str(k): _count(v) for k, v in out_ends.items()},
+                state=body if head.get("has_state") is True else None,
+                written_at=float(head.get("written_at", 0.0)),
+            )
+        except SnapshotError:
+            raise
+        except (ValueError, TypeError, KeyError, orjson.JSONDecodeError) as exc:
+            raise SnapshotError(f"corrupt checkpoint: {type(exc).__name__}: {exc}"[:300]) from exc
+        if head.get("has_state") is True and not body:
+            raise SnapshotError("corrupt checkpoint: the state is missing")
+        return checkpoint
+
+
+def _count(x: object) -> int:
+    if not isinstance(x, int) or isinstance(x, bool) or x < 0:
+        raise SnapshotError(f"corrupt checkpoint: expected an offset, got {x!r:.40}")
+    return x
 
 
 @dataclass
@@ -125,6 +147,12 @@ class CheckpointStore:
         ends = await self._consumer.end_offsets(tps)
         return {tp_key(tp): int(off) for tp, off in ends.items()}
 
+    async def output_begins(self) -> dict[str, int]:
+        """First offsets still held by every output partition (what a scan from scratch reads)."""
+        tps = await self.output_partitions()
+        begins = await self._consumer.beginning_offsets(tps)
+        return {tp_key(tp): int(off) for tp, off in begins.items()}
+
     async def write(self, checkpoint: Checkpoint) -> None:
         """Append a checkpoint and wait for the broker's acknowledgement."""
         await self._producer.send_and_wait(
@@ -136,32 +164,108 @@ class CheckpointStore:
 
     async def latest(self, partitions: list[int]) -> dict[int, Checkpoint | None]:
         """The newest readable checkpoint of each partition (None: never checkpointed)."""
-        consumer = self._consumer
-        tps = {p: TopicPartition(self.topic, p) for p in partitions}
-        ends = await high_watermarks(consumer, tps.values())
-        begins = await consumer.beginning_offsets(list(tps.values()))
-        return {p: await self._latest(tp, ends[tp], int(begins[tp])) for p, tp in tps.items()}
+        found: dict[int, Checkpoint | None] = {}
+        for p in partitions:
+            found[p] = None
+            async with contextlib.aclosing(self.history(p)) as checkpoints:
+                async for checkpoint in checkpoints:
+                    found[p] = checkpoint
+                    break
+        return found
 
-    async def _latest(self, tp: TopicPartition, end: int, begin: int) -> Checkpoint | None:
+    async def history(
+        self, partition: int, on_unreadable: Callable[[str], None] | None = None
+    ) -> AsyncGenerator[Checkpoint, None]:
+        """The partition's readable checkpoints, newest first (read backwards in growing chunks);
+        `on_unreadable` hears about each corrupt record passed over."""
+        consumer = self._consumer
+        tp = TopicPartition(self.topic, partition)
+        end = (await high_watermarks(consumer, [tp]))[tp]
+        begin = int((await consumer.beginning_offsets([tp]))[tp])
         window = 4
-        while True:
+        while end > begin:
             start = max(begin, end - window)
-            best: Checkpoint | None = None
-            for offset, value in await self._read(tp, start, end):
+            records = await self._read(tp, start, end)
+            for offset, value in reversed(records):
                 try:
                     checkpoint = Checkpoint.decode(value or b"")
-                except (ValueError, KeyError, orjson.JSONDecodeError) as exc:
+                except SnapshotError as exc:
                     log.error(
-                        "unreadable checkpoint: %s",
+                        "unreadable checkpoint at offset %d passed over: %s",
+                        offset,
                         exc,
-                        extra={"topic": self.topic, "partition": tp.partition, "offset": offset},
+                        extra={"topic": self.topic, "partition": partition, "offset": offset},
                     )
+                    if on_unreadable is not None:
+                        on_unreadable("envelope")
                     continue
-                if checkpoint.partition == tp.partition:
-                    best = checkpoint
-            if best is not None or start <= begin:
-                return best
+                if checkpoint.partition == partition:
+                    yield checkpoint
+            end = start
             window *= 4
+
+    async def restore(
+        self,
+        partition: int,
+        begin: int,
+        load: Callable[[bytes], Awaitable[T]],
+        on_failure: Callable[[str], None] | None = None,
+    ) -> tuple[Checkpoint, T | None]:
+        """The checkpoint to resume `partition` from and its loaded state (None: start empty).
+
+        The newest checkpoint whose state `load` accepts wins; a corrupt one (`SnapshotError`)
+        is logged, counted through `on_failure` and passed over for the one before it. When
+        none is usable the partition starts from scratch at `begin` with no output bound, so
+        the whole log is replayed and everything it already published is recognised by
+        identity (`published_since`). A partition never checkpointed gets a first, empty
+        checkpoint written now, which bounds later output scans.
+        """
+        passed = 0
+
+        def failed(what: str) -> None:
+            nonlocal passed
+            passed += 1
+            if on_failure is not None:
+                on_failure(what)
+
+        async with contextlib.aclosing(self.history(partition, failed)) as checkpoints:
+            async for checkpoint in checkpoints:
+                if checkpoint.state is None:
+                    return checkpoint, None
+                try:
+                    state = await load(checkpoint.state)
+                except SnapshotError as exc:
+                    log.error(
+                        "corrupt checkpoint of partition %d (offset %d) passed over, trying an older one: %s",
+                        partition,
+                        checkpoint.offset,
+                        exc,
+                        extra={"topic": self.topic, "partition": partition},
+                    )
+                    failed("state")
+                    continue
+                if passed:
+                    log.warning(
+                        "partition %d restored from an older checkpoint (offset %d) after %d corrupt ones",
+                        partition,
+                        checkpoint.offset,
+                        passed,
+                        extra={"topic": self.topic, "partition": partition},
+                    )
+                return checkpoint, state
+        if passed:
+            log.error(
+                "partition %d has no usable checkpoint (%d corrupt): starting from scratch at offset %d, "
+                "replaying the whole log; outputs already published are not repeated",
+                partition,
+                passed,
+                begin,
+                extra={"topic": self.topic, "partition": partition},
+            )
+            return Checkpoint(partition, begin, await self.output_begins(), None), None
+        first = Checkpoint(partition, begin, await self.output_ends(), None)
+        await self.write(first)
+        return first, None
 
     async def _read(self, tp: TopicPartition, start: int, end: int) -> list[tuple[int, bytes | None]]:
         consumer = self._consumer

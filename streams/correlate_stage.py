@@ -1,8 +1,10 @@
 """Correlation stage: the internal by-asset topic -> decisions, incident events, dead letters.
 
 Each assigned partition has its own engine (`partition.Processor`). A batch is fed record by
-record, its outputs are produced and acknowledged, and every `SOCNOC_CHECKPOINT_INTERVAL`
-the partition's state is checkpointed with the next offset (`checkpoints.py`). A partition
+record and its outputs are produced; their acknowledgements are awaited while the next batch
+is fed (a failed one ends the session, which restores from the checkpoints), and every
+`SOCNOC_CHECKPOINT_INTERVAL` the partition's state is checkpointed with the next offset
+(`checkpoints.py`), once every output before it is acknowledged. A partition
 that moves (rebalance) is checkpointed by its old owner before the new one restores it; a
 partition whose owner died is restored from its last checkpoint, its log is processed again
 from there, and what had already been published is recognised by identity and not published
@@ -28,13 +30,17 @@ from aiokafka.structs import OffsetAndMetadata
 
 from correlators.types import Correlator
 from schemas.models import DeadLetter, Decision, Disposition, IncidentEvent, IncidentKind
+from streams.caps import CapWatch
 from streams.checkpoints import Checkpoint, CheckpointStore
 from streams.health import Health
 from streams.kafka import BatchSender, make_consumer, make_producer
 from streams.metrics import Metrics
 from streams.partition import Processor, Snapshotter
 from streams.records import (
+    EVENT_HEADER,
+    INCIDENT_KIND_HEADER,
     OID_HEADER,
+    OWNERS_HEADER,
     SRC_HEADER,
     AlertItem,
     BadInternalRecord,
@@ -46,7 +52,7 @@ from streams.records import (
     identity,
 )
 from streams.settings import Settings
-from streams.stage import Stage, start_clients, stop_clients
+from streams.stage import Stage, drop_task, start_clients, stop_clients
 
 __all__ = ["CorrelateStage", "PartitionState"]
 
@@ -102,17 +108,21 @@ class CorrelateStage(Stage):
     ) -> None:
         super().__init__(settings, health)
         self.metrics = metrics
+        self.caps = CapWatch(metrics)
         self._new: Any = new_correlator
         self._snap = snapshotter
         self.lock = asyncio.Lock()
         self.owned: dict[int, PartitionState] = {}
         self.broken: Exception | None = None
+        self._member: str | None = None  # our group member id at the last assignment
         self._topic = settings.internal_topic()
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._store: CheckpointStore | None = None
+        self._unacked: list[list[asyncio.Future[Any]]] = []  # outputs sent, by batch
+        self._commit: asyncio.Task[None] | None = None
         self._interval = settings.checkpoint_interval.total_seconds()
-        outputs = [settings.incidents_topic, settings.dlq_topic]
+        outputs = [settings.incidents_topic, settings.dlq_topic, *settings.team_topic_names()]
         if settings.publish_decisions:
             outputs.insert(0, settings.decisions_topic)
         self._outputs = outputs
@@ -130,6 +140,7 @@ class CorrelateStage(Stage):
         producer = make_producer(settings, name="correlate")
         self.owned = {}
         self.broken = None
+        self._unacked = []
         try:
             await start_clients(producer, reader, consumer)
             self._consumer, self._producer = consumer, producer
@@ -147,10 +158,17 @@ class CorrelateStage(Stage):
                 async with self.lock:
                     if batch:
                         await self._process(batch)
+                    else:
+                        await self._acked()
                     await self._checkpoint(force=False)
             async with self.lock:  # a clean stop leaves fresh checkpoints behind
+                await self._acked()
                 await self._checkpoint(force=True)
         finally:
+            self._unacked = []
+            commit, self._commit = self._commit, None
+            if commit is not None:
+                await drop_task(commit)
             self._consumer = self._producer = None
             self._store = None
             self.owned = {}
@@ -166,10 +184,19 @@ class CorrelateStage(Stage):
     async def assigned(self, partitions: list[int]) -> None:
         """Keep what stayed, restore what is new, seek everything to its next offset."""
         async with self.lock:
-            kept = {p: st for p, st in self.owned.items() if p in partitions}
+            # A new member id means we were expelled (cut off for longer than the session
+            # timeout) and joined again: another worker may have owned and advanced our
+            # partitions meanwhile, so nothing in memory is kept; restoring scans the outputs.
+            member = _member_id(self._consumer)
+            expelled = self._member is not None and member != self._member
+            self._member = member
+            if expelled and self.owned:
+                log.warning("rejoined the group as a new member: restoring %s", sorted(self.owned))
+            kept = {} if expelled else {p: st for p, st in self.owned.items() if p in partitions}
             for p in set(self.owned) - set(kept):
                 with contextlib.suppress(KeyError):  # no lag series yet
                     self.metrics.forget_partition(self._topic, p)
+                self.caps.forget(p)
             new = sorted(set(partitions) - set(kept))
             self.owned = kept
             if new:
@@ -192,20 +219,21 @@ class CorrelateStage(Stage):
         begins = await consumer.beginning_offsets(tps)
         restored: dict[int, PartitionState] = {}
         checkpoints: dict[int, Checkpoint] = {}
-        latest = await store.latest(partitions)
+
+
+        async def load(state: bytes) -> Processor:
+            return await asyncio.to_thread(Processor.load, state, self._snap)
+
         for p in partitions:
-            checkpoint = latest[p]
-            if checkpoint is None:
-                # First owner ever: an empty checkpoint bounds the later output scans.
-                checkpoint = Checkpoint(
-                    p, int(begins[TopicPartition(self._topic, p)]), await store.output_ends(), None
-                )
-                await store.write(checkpoint)
+            # the newest checkpoint that loads; corrupt ones are passed over (logged, counted)
+            checkpoint, loaded = await store.restore(
+                p,
+                int(begins[TopicPartition(self._topic, p)]),
+                load,
+                self.metrics.observe_checkpoint_restore_failure,
+            )
             checkpoints[p] = checkpoint
-            if checkpoint.state is None:
-                processor = Processor(self._new())
-            else:
-                processor = await asyncio.to_thread(Processor.load, checkpoint.state, self._snap)
+            processor = loaded if loaded is not None else Processor(self._new())
             restored[p] = PartitionState(p, processor, checkpoint.offset)
             restored[p].open = {
                 i.incident_id: i.kind
@@ -258,11 +286,7 @@ class CorrelateStage(Stage):
                     st.next_offset = rec.offset + 1
                     continue
                 outputs = self._feed(st, item, rec.offset, tp.topic)
-                arrived = (
-                    (item.alert.id, item.arrived_ms)
-                    if isinstance(item, AlertItem) and item.arrived_ms
-                    else None
-                )
+                arrived = st.processor.arrivals  # of the alerts this record released
                 for output in outputs:
                     await self._emit(sender, st, rec.offset, output, arrived, now_ms)
                 st.next_offset = rec.offset + 1
@@ -270,9 +294,18 @@ class CorrelateStage(Stage):
                 if st.suppress and st.next_offset > st.suppress_until:
                     st.suppress = set()
             self.state.records += len(records)
-        await sender.flush()
+        self._unacked.append(await sender.send())
+        await self._acked(keep=1)  # the previous batch's, acknowledged while this one was fed
         self.state.last_batch_at = time.monotonic()
         self._gauges(batch)
+
+    async def _acked(self, keep: int = 0) -> None:
+        """Wait for the acknowledgements of the outputs sent, but those of the newest `keep`
+        batches; a failed one raises (and the session restarts from the checkpoints)."""
+        while len(self._unacked) > keep:
+            futures = self._unacked.pop(0)
+            if futures:
+                await asyncio.gather(*futures)
 
     def _gauges(self, batch: dict[TopicPartition, list[Any]]) -> None:
         consumer = self._consumer
@@ -281,6 +314,8 @@ class CorrelateStage(Stage):
             high = consumer.highwater(tp) if consumer is not None else None
             if st is not None and high is not None:
                 self.metrics.set_consumer_lag(tp.topic, tp.partition, int(high) - st.next_offset)
+            if st is not None:  # engine caps reached in this batch -> metric, rate-limited log
+                self.caps.observe(st.partition, st.processor.correlator)
         open_by_kind = Counter(k for st in self.owned.values() for k in st.open.values())
         for kind in IncidentKind:
             self.metrics.set_open_incidents(kind, open_by_kind[kind])
@@ -309,33 +344,28 @@ class CorrelateStage(Stage):
         st: PartitionState,
         offset: int,
         output: Emitted,
-        arrived: tuple[str, int] | None,
+        arrived: dict[str, int],
         now_ms: float,
     ) -> None:
         oid = identity(output)
+        if isinstance(output, IncidentEvent):
+            await self._emit_incident(sender, st, offset, output, oid)
+            return
         if oid in st.suppress:
             st.suppress.discard(oid)
             return
         settings = self.settings
         if isinstance(output, Decision):
-            latency = (
-                (now_ms - arrived[1]) / 1000
-                if arrived is not None and arrived[0] == output.alert_id
-                else None
-            )
+            at = arrived.get(output.alert_id)
+            latency = (now_ms - at) / 1000 if at else None
             self.metrics.observe_decision(output, latency)
             if not settings.publish_decisions:
                 return
             topic, key = settings.decisions_topic, output.alert_id
-        elif isinstance(output, IncidentEvent):
-            self.metrics.observe_incident_event(output)
-            if output.resolved_at is None and output.merged_into is None:
-                st.open[output.incident_id] = output.kind
-            else:
-                st.open.pop(output.incident_id, None)
-            topic, key = settings.incidents_topic, output.incident_id
         else:
             self.metrics.observe_dead_letter(output)
+            if output.error == "RecordTooLarge":
+                self.caps.record_too_large(st.partition)
             topic, key = settings.dlq_topic, f"{output.topic}:{output.partition}:{output.offset}"
         headers = [
             (SRC_HEADER, f"{st.partition}:{offset}".encode()),
@@ -343,27 +373,63 @@ class CorrelateStage(Stage):
         ]
         await sender.add(topic, output.model_dump_json().encode(), key=key.encode(), headers=headers)
 
+    async def _emit_incident(
+        self, sender: BatchSender, st: PartitionState, offset: int, output: IncidentEvent, oid: str
+    ) -> None:
+        """The incident event to `incidents` and to the topic of each owner team.
+
+        A team copy has its own identity (`<oid>@<topic>`), so after a restart each copy
+        that already went out is skipped on its own.
+        """
+        if oid not in st.suppress:
+            self.metrics.observe_incident_event(output)
+            if output.resolved_at is None and output.merged_into is None:
+                st.open[output.incident_id] = output.kind
+            else:
+                st.open.pop(output.incident_id, None)
+        main = self.settings.incidents_topic
+        targets = [(main, oid)]
+        targets += [(t, f"{oid}@{t}") for t in team_targets(self.settings.team_topics, output.owners, main)]
+        value = output.model_dump_json().encode()
+        key = output.incident_id.encode()
+        routing = [
+            (OWNERS_HEADER, ",".join(output.owners).encode()),
+            (INCIDENT_KIND_HEADER, output.kind.value.encode()),
+            (EVENT_HEADER, output.event.value.encode()),
+        ]
+        src = f"{st.partition}:{offset}".encode()
+        for topic, copy_oid in targets:
+            if copy_oid in st.suppress:
+                st.suppress.discard(copy_oid)
+                continue
+            headers = [(SRC_HEADER, src), (OID_HEADER, copy_oid.encode()), *routing]
+            await sender.add(topic, value, key=key, headers=headers)
+
     # -- checkpoints -------------------------------------------------------------------
     async def _checkpoint(self, *, force: bool) -> None:
         store, consumer = self._store, self._consumer
         if store is None or consumer is None or not self.owned:
             return
         now = time.monotonic()
-        due = [
-            st
-            for st in self.owned.values()
-            if st.dirty and (force or now - st.last_checkpoint >= self._interval)
-        ]
-        if not due:
+        dirty = [st for st in self.owned.values() if st.dirty]
+        # When one partition is due, the other dirty ones go along: one pause per interval
+        # instead of one per partition (ticks keep every partition dirty).
+        if not dirty or not (force or any(now - st.last_checkpoint >= self._interval for st in dirty)):
             return
-        # Every output of these partitions is acknowledged (`_process` awaited them), so
-        # the end offsets read now are a lower bound of anything published after.
+        # Every output of these partitions is acknowledged (awaited here), so the end
+        # offsets read now are a lower bound of anything published after.
+        await self._acked()
         out_ends = await store.output_ends()
-        for st in due:
-            state = await asyncio.to_thread(st.processor.dump, self._snap)
-            await store.write(
-                Checkpoint(st.partition, st.next_offset, out_ends, state, written_at=time.time())
+        states = await asyncio.to_thread(lambda: [st.processor.dump(self._snap) for st in dirty])
+        written_at = time.time()
+        # written together (one produce request), each acknowledged before this returns
+        await asyncio.gather(
+            *(
+                store.write(Checkpoint(st.partition, st.next_offset, out_ends, state, written_at=written_at))
+                for st, state in zip(dirty, states, strict=True)
             )
+        )
+        for st, state in zip(dirty, states, strict=True):
             st.dirty = False
             st.last_checkpoint = now
             st.state_bytes = len(state)
@@ -373,12 +439,38 @@ class CorrelateStage(Stage):
         )
         offsets = {
             TopicPartition(self._topic, st.partition): OffsetAndMetadata(st.next_offset, "")
-            for st in due
+            for st in dirty
         }
-        try:  # for lag monitoring only: checkpoints are what a new owner resumes from
-            await consumer.commit(offsets)
-        except (KafkaError, IllegalStateError) as exc:
-            log.info("offset commit skipped (%s)", type(exc).__name__)
+        # For lag monitoring only (checkpoints are what a new owner resumes from): in the
+        # background, one at a time.
+        previous, self._commit = self._commit, None
+        if previous is not None:
+            await previous
+        self._commit = asyncio.create_task(_commit(consumer, offsets))
+
+
+async def _commit(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+    try:
+        await consumer.commit(offsets)
+    except (KafkaError, IllegalStateError, OSError) as exc:
+        log.info("offset commit skipped (%s)", type(exc).__name__)
+
+
+def _member_id(consumer: AIOKafkaConsumer | None) -> str | None:
+    """The consumer's group member id (aiokafka keeps it on its group coordinator)."""
+    member = getattr(getattr(consumer, "_coordinator", None), "member_id", None)
+    return member if isinstance(member, str) else None
+
+
+def team_targets(routes: dict[str, str], owners: tuple[str, ...], main_topic: str) -> list[str]:
+    """The per-team topics an incident owned by `owners` also goes to (`*`: nobody's route)."""
+    if not routes:
+        return []
+    topics = {routes[team] for team in owners if team in routes}
+    if not topics and "*" in routes:
+        topics.add(routes["*"])
+    topics.discard(main_topic)
+    return sorted(topics)
 
 
 def _tracked(correlator: Correlator) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 from correlators.config import EngineConfig
@@ -23,13 +24,21 @@ __all__ = ["new_correlator", "snapshotter", "worker_context"]
 
 log = logging.getLogger(__name__)
 
+RETAIN_MARGIN = timedelta(hours=1)  # resolved incidents kept this long past the reopen window
 _OWN = b"S"  # b"P" (pickle) is refused: a checkpoint must not be able to run code
 
 
 def worker_context(settings: Settings) -> Context:
     """Rules from the settings; inventory, changes and feedback arrive on the context topics."""
     rules = tuple(rule for path in settings.rules for rule in load_rules(path))
-    config = replace(EngineConfig(), update_interval=settings.update_interval, reopen_window=settings.reopen_window)
+    # a worker's engine lives for weeks: resolved incidents are forgotten an hour after they can
+    # no longer reopen (replay keeps them all, to write incidents.jsonl)
+    config = replace(
+        EngineConfig(),
+        update_interval=settings.update_interval,
+        reopen_window=settings.reopen_window,
+        retain_resolved=settings.reopen_window + RETAIN_MARGIN,
+    )
     return Context(rules=rules, default_rules=settings.default_rules, config=config)
 
 

@@ -5,6 +5,8 @@ consumer group with aiokafka batches, produces each record's items (alerts keyed
 canonical asset, invalid inputs keyed by id, context and ticks to every partition), waits
 for the acknowledgements, then commits. A crash repeats at most the uncommitted batch; the
 correlation engine ignores alert ids it has already seen, so a repeat decides nothing twice.
+(Deferring a batch's acknowledgements and commit past the next batch, as the correlate stage
+does, left `tests/integration/test_event_order.py` without its last decisions: not done here.)
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from streams.kafka import BatchSender, make_consumer, make_producer
 from streams.metrics import Metrics
 from streams.records import AlertItem, Item, TickItem, encode_item
 from streams.settings import Settings
-from streams.stage import Stage, start_clients, stop_clients
+from streams.stage import Stage, drop_task, start_clients, stop_clients
 
 __all__ = ["DecodeStage", "SourceClock"]
 
@@ -50,23 +52,35 @@ class SourceClock:
     sent: float | None = None
     last_tick: float = 0.0
     idle_since_tick: float | None = None
+    quiet_sent: bool = True  # nothing new since the last quiet (or idle) tick
+    next_offset: int | None = None  # after the last record decoded
 
     def observe(self, now: float, event_time: float | None) -> None:
         """A record arrived (with an alert of this event time, if any)."""
         self.last_record = now
         self.idle_since_tick = None
+        self.quiet_sent = False
         if event_time is not None and (self.watermark is None or event_time > self.watermark):
             self.watermark = event_time
 
-    def due(self, now: float, idle_after: float, wall: float) -> TickItem | None:
-        """The tick to broadcast now (source left blank for the caller), if any."""
-        if now - self.last_record >= idle_after:
+    def due(
+        self, now: float, idle_after: float, wall: float, quiet_after: float, high: int | None = None
+    ) -> TickItem | None:
+        """The tick to broadcast now (source left blank for the caller), if any; `high` is the
+        partition's high watermark as last fetched: a source is quiet when it has nothing
+        queued (its records are all decoded) and nothing new came for `quiet_after`."""
+        silent = now - self.last_record
+        if silent >= idle_after:
             if self.idle_since_tick is None or now - self.idle_since_tick >= idle_after:
                 return TickItem("", wall - idle_after, idle=True)
             return None
-        if self.watermark is not None and self.watermark != self.sent:
-            if now - self.last_tick >= _TICK_INTERVAL_S:
-                return TickItem("", self.watermark)
+        if self.watermark is None:
+            return None
+        caught_up = high is not None and self.next_offset is not None and self.next_offset >= high
+        if not self.quiet_sent and silent >= quiet_after and caught_up:
+            return TickItem("", self.watermark, quiet=True)
+        if self.watermark != self.sent and now - self.last_tick >= _TICK_INTERVAL_S:
+            return TickItem("", self.watermark)
         return None
 
     def ticked(self, now: float, tick: TickItem) -> None:
@@ -76,6 +90,8 @@ class SourceClock:
             self.idle_since_tick = now
         else:
             self.sent = tick.watermark
+        if tick.idle or tick.quiet:
+            self.quiet_sent = True
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -83,7 +99,8 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         self._stage = stage
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        async with self._stage.lock:  # the batch in flight is produced and committed first
+        async with self._stage.lock:  # the batches in flight are acknowledged and committed first
+            await self._stage.settle()
             self._stage.sources.clear()
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
@@ -130,7 +147,11 @@ class DecodeStage(Stage):
         self.sources: dict[str, SourceClock] = {}
         self._internal = settings.internal_topic()
         self._producer: AIOKafkaProducer | None = None
+        self._consumer: AIOKafkaConsumer | None = None
         self._partitions: list[int] = []
+        # sent, not yet acknowledged: each entry's acks and the offsets to commit after them
+        self._inflight: list[tuple[list[asyncio.Future[Any]], dict[TopicPartition, OffsetAndMetadata]]] = []
+        self._commit: asyncio.Task[None] | None = None
 
     async def session(self) -> None:
         settings = self.settings
@@ -143,7 +164,8 @@ class DecodeStage(Stage):
         producer = make_producer(settings, name="decode")
         try:
             await start_clients(producer, consumer)
-            self._producer = producer
+            self._producer, self._consumer = producer, consumer
+            self._inflight, self._commit = [], None
             parts = producer.client.cluster.partitions_for_topic(self._internal)
             if not parts:
                 await producer.client.force_metadata_update()
@@ -162,10 +184,52 @@ class DecodeStage(Stage):
                 async with self.lock:
                     if batch:
                         await self._process(consumer, producer, batch)
-                    await self._ticks(producer)
+                    else:
+                        await self.settle(wait_commit=False)
+                    await self._ticks(producer, consumer)
+            async with self.lock:
+                await self.settle()
         finally:
-            self._producer = None
+            self._producer = self._consumer = None
+            self._inflight = []
+            commit, self._commit = self._commit, None
+            if commit is not None:
+                await drop_task(commit)
             await stop_clients(consumer, producer)
+
+    async def settle(self, *, wait_commit: bool = True) -> None:
+        """Wait for the acknowledgements of what was sent and commit the offsets they
+        complete, after any commit still in flight (`wait_commit=False`: in the background)."""
+        consumer = self._consumer
+        if consumer is None:
+            return
+        done, self._inflight = self._inflight, []
+        commits: dict[TopicPartition, OffsetAndMetadata] = {}
+        for futures, offsets in done:
+            if futures:
+                await asyncio.gather(*futures)
+            commits.update(offsets)
+        if commits or wait_commit:
+            previous, self._commit = self._commit, None
+            if previous is not None:
+                await previous  # commits go one at a time, in order
+        if commits:
+            self._commit = asyncio.create_task(self._commit_offsets(consumer, commits))
+            if wait_commit:
+                commit, self._commit = self._commit, None
+                await commit
+
+    async def _commit_offsets(
+        self, consumer: AIOKafkaConsumer, commits: dict[TopicPartition, OffsetAndMetadata]
+    ) -> None:
+        for tp, offset in commits.items():
+            high = consumer.highwater(tp)
+            if high is not None:
+                self.metrics.set_consumer_lag(tp.topic, tp.partition, int(high) - offset.offset)
+        try:
+            await consumer.commit(commits)
+        except CommitFailedError as exc:  # rebalanced: the new owner repeats the batch
+            log.warning("decode commit failed (%s); the batch will be seen again", exc)
 
     async def _process(
         self,
@@ -200,17 +264,11 @@ class DecodeStage(Stage):
                     await self._send(sender, entry)
             if records:
                 commits[tp] = OffsetAndMetadata(records[-1].offset + 1, "")
+                if clock is not None:
+                    clock.next_offset = records[-1].offset + 1
             self.state.records += len(records)
-        await sender.flush()
-        for tp, offset in commits.items():
-            high = consumer.highwater(tp)
-            if high is not None:
-                self.metrics.set_consumer_lag(tp.topic, tp.partition, int(high) - offset.offset)
-        if commits:
-            try:
-                await consumer.commit(commits)
-            except CommitFailedError as exc:  # rebalanced: the new owner repeats the batch
-                log.warning("decode commit failed (%s); the batch will be seen again", exc)
+        self._inflight.append((await sender.send(), commits))
+        await self.settle()
         self.state.last_batch_at = time.monotonic()
 
     def _observe(self, item: Item) -> None:
@@ -233,21 +291,26 @@ class DecodeStage(Stage):
             headers=encoded.headers,
         )
 
-    async def _ticks(self, producer: AIOKafkaProducer) -> None:
+    async def _ticks(self, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer) -> None:
         """Broadcast the sources' event-time progress (and idleness) to every partition."""
         if not self.sources:
             return
         now = time.monotonic()
         idle_after = self.settings.idle_timeout.total_seconds()
+        quiet_after = self.settings.order_wait.total_seconds()
         sender = BatchSender(producer)
         wall = time.time()
         for name, clock in self.sources.items():
-            tick = clock.due(now, idle_after, wall)
+            topic, _, partition = name.rpartition(":")
+            high = consumer.highwater(TopicPartition(topic, int(partition)))
+            tick = clock.due(now, idle_after, wall, quiet_after, None if high is None else int(high))
             if tick is None:
                 continue
-            tick = TickItem(name, tick.watermark, tick.idle)
+            tick = TickItem(name, tick.watermark, tick.idle, tick.quiet)
             clock.ticked(now, tick)
             encoded = encode_item(tick)
             for p in self._partitions:
                 await sender.add(self._internal, encoded.value, partition=p, headers=encoded.headers)
-        await sender.flush()
+        futures = await sender.send()
+        if futures:
+            self._inflight.append((futures, {}))

@@ -130,12 +130,13 @@ class Decoder:
             if isinstance(entry, Rejected):
                 out.append(self._invalid(record, entry.alert_id, entry.error))
             else:
-                out.append(self._alert(entry, record.timestamp_ms))
+                out.append(self._alert(entry, record))
         return out
 
-    def _alert(self, alert: Alert, arrived_ms: int | None) -> Routed:
+    def _alert(self, alert: Alert, record: InputRecord) -> Routed:
         asset = self.identity.resolve(alert)
-        return Routed(AlertItem(alert, arrived_ms), asset.encode(), partition=self._single)
+        item = AlertItem(alert, record.timestamp_ms, f"{record.topic}:{record.partition}")
+        return Routed(item, asset.encode(), partition=self._single)
 
     def _adapter(self, record: InputRecord) -> Adapter:
         spec = self._inputs.get(record.topic, InputSpec())

@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import SettingsError
 
 from streams.gateway import DEFAULT_PORT, Gateway, GatewayConfig
 from streams.incident_view import IncidentFeed, IncidentView
@@ -174,7 +175,7 @@ def main(args: argparse.Namespace) -> int:
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     try:
         settings = IngestSettings()
-    except ValidationError as exc:
+    except (ValidationError, SettingsError) as exc:
         log.error("invalid SOCNOC_* settings:\n%s", exc)
         return 2
     if not settings.kafka_bootstrap:

@@ -8,11 +8,14 @@ when it moves event time forward, then `on_alert`).
 
 The watermark of a quiet partition follows the inputs: each input partition (a *source*)
 broadcasts ticks; the partition advances to the slowest active source, or, when every source
-is idle, to the wall-clock watermark the idle ticks carry (`SOCNOC_IDLE_TIMEOUT`).
+is idle, to the wall-clock watermark the idle ticks carry (`SOCNOC_IDLE_TIMEOUT`). Alerts
+reach the engine in event-time order across sources that still have a backlog
+(`streams.reorder`), so one input partition racing ahead does not make the others late.
 """
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +24,7 @@ from datetime import UTC, datetime
 import orjson
 
 from correlators.types import Correlator, Output
+from schemas.errors import SnapshotError
 from schemas.models import Decision
 from streams.records import (
     AlertItem,
@@ -33,6 +37,7 @@ from streams.records import (
     TickItem,
     dead_letter,
 )
+from streams.reorder import Reorder
 
 __all__ = ["Processor", "SourceMark", "Snapshotter", "effective_watermark"]
 
@@ -73,17 +78,18 @@ class Processor:
     watermark: float | None = None
     sources: dict[str, SourceMark] = field(default_factory=dict)
     alerts: int = 0
+    reorder: Reorder = field(default_factory=Reorder)
+    # input-record timestamps of the alerts the last `feed` handed to the engine (latency)
+    arrivals: dict[str, int] = field(default_factory=dict)
 
     def feed(self, item: Item) -> list[Emitted]:
         """Outputs due after one internal record, in the order the engine gave them."""
+        if self.arrivals:
+            self.arrivals = {}
         if isinstance(item, AlertItem):
             out: list[Emitted] = []
-            ts = item.alert.time.timestamp()
-            if self.watermark is None or ts > self.watermark:
-                self.watermark = ts
-                out.extend(self._advance(item.alert.time))
-            out.extend(self.correlator.on_alert(item.alert))
-            self.alerts += 1
+            for due in self.reorder.push(item):
+                self._alert(due, out)
             return out
         if isinstance(item, InvalidItem):
             if not item.decide:
@@ -97,18 +103,39 @@ class Processor:
             return []
         if isinstance(item, TickItem):
             self.sources[item.source] = SourceMark(item.watermark, item.idle)
+            released: list[Emitted] = []
+            for due in self.reorder.progress(item.source, item.watermark, quiet=item.quiet or item.idle):
+                self._alert(due, released)
             target = effective_watermark(self.sources)
+            held = self.reorder.oldest()
+            if target is not None and held is not None:
+                target = min(target, held)  # the clock never passes a held alert
             if target is not None and (self.watermark is None or target > self.watermark):
                 self.watermark = target
-                return list(self._advance(datetime.fromtimestamp(target, tz=UTC)))
-            return []
+                released.extend(self._advance(datetime.fromtimestamp(target, tz=UTC)))
+            return released
         if isinstance(item, RulesItem):
             replace = getattr(self.correlator, "replace_rules", None)
             if callable(replace):
                 replace(list(item.rules))
             return []
         assert isinstance(item, FlushItem)
-        return list(self.correlator.flush())
+        flushed: list[Emitted] = []
+        for due in self.reorder.drain():
+            self._alert(due, flushed)
+        flushed.extend(self.correlator.flush())
+        return flushed
+
+    def _alert(self, item: AlertItem, out: list[Emitted]) -> None:
+        """Exactly what `socnoc replay` does with an alert: advance to its time, then decide."""
+        ts = item.alert.time.timestamp()
+        if self.watermark is None or ts > self.watermark:
+            self.watermark = ts
+            out.extend(self._advance(item.alert.time))
+        out.extend(self.correlator.on_alert(item.alert))
+        self.alerts += 1
+        if item.arrived_ms:
+            self.arrivals[item.alert.id] = item.arrived_ms
 
     def _advance(self, when: datetime) -> list[Output]:
         return self.correlator.advance(when)
@@ -122,6 +149,7 @@ class Processor:
                 "watermark": self.watermark,
                 "alerts": self.alerts,
                 "sources": {k: [m.watermark, m.idle] for k, m in sorted(self.sources.items())},
+                "reorder": self.reorder.dump(),
             }
         )
         body = snap.dump(self.correlator)
@@ -129,13 +157,40 @@ class Processor:
 
     @classmethod
     def load(cls, data: bytes, snap: Snapshotter) -> Processor:
-        """Inverse of `dump`."""
-        plain = zlib.decompress(data)
-        size = int.from_bytes(plain[:4], "big")
-        head = orjson.loads(plain[4 : 4 + size])
-        if head.get("format") != _FORMAT:
-            raise ValueError(f"unknown checkpoint format {head.get('format')!r}")
-        correlator = snap.load(plain[4 + size :])
-        sources = {k: SourceMark(float(v[0]), bool(v[1])) for k, v in head["sources"].items()}
-        return cls(correlator, head["watermark"], sources, int(head.get("alerts", 0)))
+        """Inverse of `dump`; a corrupt, truncated or foreign checkpoint raises `SnapshotError`
+        (and nothing else), so the caller can fall back to an older one."""
+        try:
+            plain = zlib.decompress(data)
+            size = int.from_bytes(plain[:4], "big")
+            head = orjson.loads(plain[4 : 4 + size])
+        except (zlib.error, orjson.JSONDecodeError) as exc:
+            raise SnapshotError(f"corrupt partition checkpoint: {type(exc).__name__}: {exc}"[:300]) from exc
+        if not isinstance(head, dict) or head.get("format") != _FORMAT:
+            raise SnapshotError(f"unknown partition checkpoint format: {str(head)[:60]}")
+        watermark, alerts, marks = head.get("watermark"), head.get("alerts", 0), head.get("sources")
+        if watermark is not None and not _finite(watermark):
+            raise SnapshotError(f"corrupt partition checkpoint: watermark {watermark!r:.40}")
+        if not isinstance(alerts, int) or isinstance(alerts, bool) or alerts < 0:
+            raise SnapshotError(f"corrupt partition checkpoint: alerts {alerts!r:.40}")
+        if not isinstance(marks, dict) or not all(
+            isinstance(v, list) and len(v) == 2 and _finite(v[0]) and isinstance(v[1], bool) for v in marks.values()
+        ):
+            raise SnapshotError(f"corrupt partition checkpoint: sources {str(marks)[:60]}")
+        try:
+            correlator = snap.load(plain[4 + size :])
+        except SnapshotError:
+            raise
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError) as exc:
+            # a correlator whose restore has no typed error of its own (the engine's has)
+            raise SnapshotError(f"corrupt correlator snapshot: {type(exc).__name__}: {exc}"[:300]) from exc
+        sources = {str(k): SourceMark(float(v[0]), v[1]) for k, v in marks.items()}
+        held = head.get("reorder")
+        try:
+            reorder = Reorder() if held is None else Reorder.load(held)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:  # ValidationError too
+            raise SnapshotError(f"corrupt reorder buffer: {type(exc).__name__}: {exc}"[:300]) from exc
+        return cls(correlator, None if watermark is None else float(watermark), sources, alerts, reorder)
 
+
+def _finite(x: object) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)

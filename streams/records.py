@@ -14,6 +14,7 @@ import base64
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 import orjson
 from pydantic import ValidationError
@@ -38,6 +39,9 @@ __all__ = [
     "SRC_HEADER",
     "OID_HEADER",
     "ARRIVED_HEADER",
+    "OWNERS_HEADER",
+    "INCIDENT_KIND_HEADER",
+    "EVENT_HEADER",
     "encode_item",
     "decode_item",
     "identity",
@@ -49,6 +53,12 @@ KIND_HEADER = "socnoc-kind"
 SRC_HEADER = "socnoc-src"
 OID_HEADER = "socnoc-oid"
 ARRIVED_HEADER = "socnoc-arrived-ms"
+SOURCE_HEADER = "socnoc-source"
+# Routing headers of every incident record, for consumers that filter instead of subscribing
+# to a per-team topic: owner teams (comma-separated), incident kind, lifecycle event.
+OWNERS_HEADER = "socnoc-owners"
+INCIDENT_KIND_HEADER = "socnoc-incident-kind"
+EVENT_HEADER = "socnoc-event"
 
 Headers = list[tuple[str, bytes]]
 
@@ -68,10 +78,12 @@ class Kind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class AlertItem:
-    """A decoded alert; `arrived_ms` is the input record's Kafka timestamp (for latency)."""
+    """A decoded alert; `arrived_ms` is the input record's Kafka timestamp (for latency),
+    `source` its input partition (`topic:partition`, see `streams.reorder`)."""
 
     alert: Alert
     arrived_ms: int | None = None
+    source: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,12 +113,14 @@ class TickItem:
     """Event-time progress of one input partition (`source`), broadcast to every partition.
 
     `watermark` is the largest event time the source has delivered, or, when `idle`, wall
-    clock minus the idle timeout (the source has been silent that long).
+    clock minus the idle timeout (the source has been silent that long). `quiet`: the source
+    has had nothing new for `SOCNOC_ORDER_WAIT`, so other sources stop waiting for it.
     """
 
     source: str
     watermark: float
     idle: bool = False
+    quiet: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +152,13 @@ class Encoded:
     headers: Headers
 
 
+def _alert_json(alert: Alert) -> bytes:
+    """An alert's internal value: the `Alert` JSON, every field in declaration order (orjson of
+    the validated fields: enums as values, tuples as arrays, datetimes in RFC 3339), about half
+    the cost of `model_dump_json`; `Alert.model_validate_json` reads it back exactly."""
+    return orjson.dumps(alert.__dict__)
+
+
 def _kind_header(kind: Kind, extra: Headers | None = None) -> Headers:
     headers: Headers = [(KIND_HEADER, kind.value.encode())]
     if extra:
@@ -148,8 +169,10 @@ def _kind_header(kind: Kind, extra: Headers | None = None) -> Headers:
 def encode_item(item: Item, *, key: bytes | None = None) -> Encoded:
     """Internal-topic record of an item."""
     if isinstance(item, AlertItem):
-        extra = [(ARRIVED_HEADER, str(item.arrived_ms).encode())] if item.arrived_ms else None
-        return Encoded(key, item.alert.model_dump_json().encode(), _kind_header(Kind.ALERT, extra))
+        extra = [(ARRIVED_HEADER, str(item.arrived_ms).encode())] if item.arrived_ms else []
+        if item.source is not None:
+            extra.append((SOURCE_HEADER, item.source.encode()))
+        return Encoded(key, _alert_json(item.alert), _kind_header(Kind.ALERT, extra))
     if isinstance(item, InvalidItem):
         value = orjson.dumps(
             {
@@ -172,7 +195,9 @@ def encode_item(item: Item, *, key: bytes | None = None) -> Encoded:
         )
         return Encoded(key, ctx.model_dump_json().encode(), _kind_header(kind))
     if isinstance(item, TickItem):
-        value = orjson.dumps({"source": item.source, "wm": item.watermark, "idle": item.idle})
+        value = orjson.dumps(
+            {"source": item.source, "wm": item.watermark, "idle": item.idle, "quiet": item.quiet}
+        )
         return Encoded(key, value, _kind_header(Kind.TICK))
     if isinstance(item, RulesItem):
         value = orjson.dumps([rule.model_dump(mode="json") for rule in item.rules])
@@ -190,19 +215,30 @@ def header(headers: object, name: str) -> bytes | None:
     return None
 
 
+_KINDS = {k.value.encode(): k for k in Kind}
+
+
 def decode_item(value: bytes | None, headers: object) -> Item:
     """The item of an internal-topic record; `BadInternalRecord` if it is not one of ours."""
-    raw_kind = header(headers, KIND_HEADER)
     try:
-        kind = Kind(raw_kind.decode() if raw_kind else "")
-    except (ValueError, UnicodeDecodeError):
-        raise BadInternalRecord(f"unknown record kind {raw_kind!r}") from None
+        found: dict[str, Any] = dict(headers) if headers else {}  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        raise BadInternalRecord("unreadable record headers") from None
+    raw_kind = found.get(KIND_HEADER)
+    kind = _KINDS.get(bytes(raw_kind)) if raw_kind is not None else None
+    if kind is None:
+        raise BadInternalRecord(f"unknown record kind {raw_kind!r}")
     if value is None:
         raise BadInternalRecord("a tombstone on the internal topic")
     try:
         if kind is Kind.ALERT:
-            arrived = header(headers, ARRIVED_HEADER)
-            return AlertItem(Alert.model_validate_json(value), int(arrived) if arrived else None)
+            arrived = found.get(ARRIVED_HEADER)
+            source = found.get(SOURCE_HEADER)
+            return AlertItem(
+                Alert.model_validate_json(value),
+                int(arrived) if arrived else None,
+                source=bytes(source).decode() if source is not None else None,
+            )
         if kind is Kind.INVALID:
             obj = orjson.loads(value)
             return InvalidItem(
@@ -224,7 +260,9 @@ def decode_item(value: bytes | None, headers: object) -> Item:
             return ContextItem(Feedback.model_validate_json(value))
         if kind is Kind.TICK:
             obj = orjson.loads(value)
-            return TickItem(str(obj["source"]), float(obj["wm"]), bool(obj.get("idle", False)))
+            return TickItem(
+                str(obj["source"]), float(obj["wm"]), bool(obj.get("idle", False)), bool(obj.get("quiet", False))
+            )
         if kind is Kind.RULES:
             return RulesItem(tuple(parse_rules(orjson.loads(value))))
         return FlushItem()

@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from streams.broker import BrokerError, EmbeddedBroker, free_port
 from streams.control import broadcast, end_of_input, wait_decoded
@@ -252,7 +253,7 @@ def main(args: argparse.Namespace) -> int:
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     try:
         settings = Settings()
-    except ValidationError as exc:
+    except (ValidationError, SettingsError) as exc:
         print(f"socnoc run: invalid SOCNOC_* settings:\n{exc}")
         return 2
     try:

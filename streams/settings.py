@@ -20,6 +20,7 @@ __all__ = ["Settings", "InputSpec", "Duration", "parse_duration"]
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
 
 def parse_duration(value: Any) -> Any:
@@ -143,6 +144,14 @@ class Settings(BaseSettings):
     publish_decisions: bool = Field(
         default=True, description="Publish every decision to the decisions topic (audit)."
     )
+    team_topics: dict[str, str] = Field(
+        default_factory=dict,
+        description='Per-team incident topics, as JSON: `{"soc": "incidents.soc", "noc": '
+        '"incidents.noc"}`. Each incident event also goes to the topic of every owner team '
+        '(the key `*` takes incidents none of whose owners has a topic). Every incident record '
+        "carries the headers `socnoc-owners` (comma-separated teams), `socnoc-kind` and "
+        "`socnoc-event`, for consumers that filter instead.",
+    )
     partitions: int = Field(
         default=8,
         ge=1,
@@ -189,6 +198,13 @@ class Settings(BaseSettings):
         default=timedelta(hours=12),
         description="A resolved incident that gets new evidence within this much event time reopens (same id).",
     )
+    order_wait: Duration = Field(
+        default=timedelta(milliseconds=500),
+        description="Alerts are handed to the engine in event-time order across input partitions: "
+        "an alert waits until every input partition that is still sending has passed its time. An "
+        "input partition silent for this long stops holding the others back (0: as soon as its "
+        "records are decoded).",
+    )
     idle_timeout: Duration = Field(
         default=timedelta(seconds=30),
         description="A partition without input for this long gets its watermark advanced to "
@@ -227,6 +243,21 @@ class Settings(BaseSettings):
         if not value:
             raise ValueError("at least one input topic is needed")
         return value
+
+    @field_validator("team_topics")
+    @classmethod
+    def _team_topic_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for team, topic in value.items():
+            if not team or not _TOPIC_NAME.fullmatch(topic):
+                raise ValueError(
+                    f"team {team!r} -> {topic!r}: a team name and a Kafka topic name "
+                    "(letters, digits, '.', '_', '-'; at most 249) are needed"
+                )
+        return value
+
+    def team_topic_names(self) -> list[str]:
+        """The distinct per-team incident topics, other than the main incidents topic."""
+        return sorted(set(self.team_topics.values()) - {self.incidents_topic})
 
     def tz(self) -> ZoneInfo:
         """`default_tz` as a zone."""

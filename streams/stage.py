@@ -20,7 +20,7 @@ from streams.health import Health, StageHealth
 from streams.kafka import BROKER_ERRORS
 from streams.settings import Settings
 
-__all__ = ["Stage", "start_clients", "stop_clients"]
+__all__ = ["Stage", "start_clients", "stop_clients", "drop_task"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,15 @@ async def stop_clients(*clients: AIOKafkaConsumer | AIOKafkaProducer | None) -> 
             log.debug("stopping a Kafka client failed: %r", exc)
     if cancelled:
         raise asyncio.CancelledError
+
+
+async def drop_task(task: asyncio.Task[None]) -> None:
+    """Cancel a background task (if still running) and wait for it, without raising its error."""
+    if not task.done():
+        task.cancel()
+    await asyncio.wait([task])
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("a background task failed: %r", task.exception())
 
 
 class Stage(ABC):

@@ -19,6 +19,7 @@ from aiohttp import web
 from aiokafka.client import AIOKafkaClient
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from correlators.identity import Identity
 from schemas.errors import ConfigError
@@ -245,7 +246,7 @@ def main(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
     try:
         settings = Settings()
-    except ValidationError as exc:
+    except (ValidationError, SettingsError) as exc:
         log.error("invalid SOCNOC_* settings:\n%s", exc)
         return 2
     if not settings.kafka_bootstrap:

@@ -26,6 +26,8 @@ _SOURCES = {"wazuh": "wazuh", "suricata": "suricata", "aminer": "aminer"}
 # Detectors here report on security logs and on system metrics alike; an alert about a
 # resource metric (CPU, memory, disk, load) is an operations signal, whoever raised it.
 _OPS_TERMS = re.compile(r"\b(cpu|memory|disk|load average|swap)\b", re.IGNORECASE)
+_MAX_NAMES = 4096  # remembered distinct `name` cells (bounded: names come from the input)
+_MAX_SHARED = 16_384  # remembered signature strings
 
 
 class AitAdsAdapter:
@@ -50,6 +52,27 @@ class AitAdsAdapter:
         self._last_time = parse_epoch_text("0", "time")
         # When the labels are the trailing columns, `raw` is a prefix of the line.
         self._labels_last = self._keep == tuple(range(len(self._keep)))
+        self._names: dict[str, tuple[str, str, Domain]] = {}
+        self._shared: dict[str, str] = {}
+
+    def _name_facts(self, name: str) -> tuple[str, str, Domain]:
+        """The title (one shared copy), detector and domain a `name` cell gives, remembered.
+
+        A file has a few hundred distinct names: each is checked once, and its alerts share
+        one title string instead of holding a copy each.
+        """
+        if not name:
+            raise MissingField("name is empty")
+        prefix, colon, _ = name.partition(":")
+        if not colon or not prefix.strip():
+            raise MissingField(f"name {name[:60]!r} has no 'Detector:' prefix")
+        source = prefix.strip().lower()
+        source = _SOURCES.get(source, source)
+        facts = (name, source, Domain.OPS if _OPS_TERMS.search(name) else Domain.SECURITY)
+        if len(self._names) >= _MAX_NAMES:
+            self._names.clear()
+        self._names[name] = facts
+        return facts
 
     def _time_of(self, stamp: str) -> datetime:
         if stamp != self._last_stamp:
@@ -61,13 +84,10 @@ class AitAdsAdapter:
         text = decode_text(raw, ctx).rstrip("\r\n")
         cells = self._layout.split(text)
         name = cells[self._name]
-        if not name:
-            raise MissingField("name is empty")
-        prefix, colon, _ = name.partition(":")
-        if not colon or not prefix.strip():
-            raise MissingField(f"name {name[:60]!r} has no 'Detector:' prefix")
-        source = prefix.strip().lower()
-        source = _SOURCES.get(source, source)
+        known = self._names.get(name)
+        if known is None:
+            known = self._name_facts(name)
+        name, source, domain = known
         if self._labels_last and '"' not in text:
             record = ",".join(cells[: len(self._keep)])
         else:
@@ -78,6 +98,11 @@ class AitAdsAdapter:
         short = cells[self._short]
         if not short:
             raise MissingField("short is empty")
+        # waiting alerts and per-asset state hold signatures: one copy of each
+        shared = self._shared
+        if len(shared) >= _MAX_SHARED:
+            shared.clear()
+        short = shared.setdefault(short, short)
         stamp = cells[self._time]
         if not stamp:
             raise BadTimestamp("time is empty")
@@ -85,7 +110,7 @@ class AitAdsAdapter:
             make_alert(
                 id=ctx.record_id,
                 source=source,
-                domain=Domain.OPS if _OPS_TERMS.search(name) else Domain.SECURITY,
+                domain=domain,
                 time=self._time_of(stamp),
                 asset=host,
                 ip=cells[self._ip] or None,

@@ -172,11 +172,29 @@ def str_list(value: Any, name: str) -> tuple[str, ...]:
     raise BadValue(f"{name} must be a string or a list of strings")
 
 
+# `Alert(**fields)` without the keyword-argument round trip of `BaseModel.__init__`: the
+# same validator, the same checks.
+_validate_alert = Alert.__pydantic_validator__.validate_python
+# Pydantic gives every instance its own set of the field names it was given (728 bytes for
+# an adapter's nine): alerts built from the same names share one. Alerts are frozen, so the
+# set is never written; a handful of call sites give a handful of name lists.
+_FIELDS_SETS: dict[tuple[str, ...], set[str]] = {}
+_set_attr = object.__setattr__
+
+
 def make_alert(**fields: Any) -> Alert:
     """Build and validate an Alert; a model violation is a BadValue, never a ValidationError."""
     try:
-        return Alert(**fields)
+        alert: Alert = _validate_alert(fields)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "alert"
         raise BadValue(f"{where}: {first['msg']}") from None
+    names = tuple(fields)
+    shared = _FIELDS_SETS.get(names)
+    if shared is None:
+        if len(_FIELDS_SETS) >= 256:
+            _FIELDS_SETS.clear()
+        shared = _FIELDS_SETS[names] = set(alert.__pydantic_fields_set__)
+    _set_attr(alert, "__pydantic_fields_set__", shared)
+    return alert

@@ -32,7 +32,9 @@ _BSD = re.compile(
     r"([A-Za-z]{3}) +(\d{1,2}) (\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))? +(\S+)(?: (.*))?",
     re.DOTALL,
 )
-_TAG = re.compile(r"([^\s\[\]:]{1,64})(?:\[[^\]\s]*\])?:(?: |$)")
+# TAG: `name:` or `name[pid]:`; rsyslog's traditional format drops the colon after `[pid]`
+# when it re-emits a message that arrived as RFC 5424, so `name[pid] ` counts too.
+_TAG = re.compile(r"([^\s\[\]:]{1,64})(?:\[[^\]\s]*\]:?|:)(?: |$)")
 _NIL = "-"
 _BOM = "\ufeff"
 _DEFAULT_PRI = 13

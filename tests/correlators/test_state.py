@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from correlators.engine import Engine
 from correlators.types import Output
 from schemas.adapters.base import ParseContext
 from schemas.adapters.registry import adapter_for_file, read_records
+from schemas.errors import SnapshotError
 from schemas.models import Alert
 from schemas.rules import default_rules
 
@@ -62,3 +68,51 @@ def test_snapshot_is_plain_json() -> None:
     blob = engine.snapshot()
     assert blob.startswith(b'{"format":1')
     assert b"pickle" not in blob
+
+
+@pytest.fixture(scope="module")
+def busy() -> bytes:
+    engine = Engine(rules=default_rules())
+    for a in _alerts(40_000)[:22_000]:  # an open incident on ten assets, windows waiting
+        engine.on_alert(a)
+    assert engine._incidents and engine._windows and engine._open_by_asset
+    return engine.snapshot()
+
+
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        lambda blob: blob[: len(blob) // 2],  # truncated
+        lambda blob: b"",
+        lambda blob: b"\x78\x9c garbage",
+        lambda blob: b"[1, 2, 3]",  # JSON, not an object
+        lambda blob: blob.replace(b'{"format":1', b'{"format":2', 1),  # another version
+        lambda blob: _edit(blob, lambda d: d.__setitem__("stats", ["1", 2, 3, 4])),
+        lambda blob: _edit(blob, lambda d: d.pop("windows")),
+        lambda blob: _edit(blob, lambda d: d["config"].__setitem__("max_windows", 0)),
+        lambda blob: _edit(blob, lambda d: d["config"].__setitem__("session_gap", float("nan"))),
+        lambda blob: _edit(blob, lambda d: d["config"].__setitem__("baseline_half_life", 0)),  # a divisor
+        lambda blob: _edit(blob, lambda d: d["incidents"][0].__setitem__("last_activity", -62_135_596_801)),
+        lambda blob: _edit(blob, lambda d: d["incidents"][0].__setitem__("severity", "apocalyptic")),
+        lambda blob: _edit(blob, lambda d: d["windows"][0]["pending"][0].__setitem__(0, {"id": 5})),
+        lambda blob: _edit(blob, lambda d: d["open_by_asset"].__setitem__("x", "INC-missing")),  # dangling
+        lambda blob: _edit(blob, lambda d: d.__setitem__("recent_assets", [["a", 1.0, "extra"]])),
+    ],
+)
+def test_corrupt_snapshots_raise_snapshot_error_only(corrupt: Callable[[bytes], bytes], busy: bytes) -> None:
+    with pytest.raises(SnapshotError):
+        Engine.restore(corrupt(busy))
+
+
+def test_a_snapshot_of_the_previous_version_still_loads(busy: bytes) -> None:
+    """Snapshots written before the cap counters were added have four stats."""
+    old = _edit(busy, lambda d: d.__setitem__("stats", d["stats"][:4]))
+    engine = Engine.restore(old)
+    assert engine.stats.assets_over_cap == 0 and engine.stats.alerts == json.loads(busy)["stats"][1]
+
+
+def _edit(blob: bytes, change: Callable[[dict[str, Any]], object]) -> bytes:
+    doc = json.loads(blob)
+    change(doc)
+    return json.dumps(doc).encode()
+

@@ -422,6 +422,8 @@ def test_deploy_readme_documents_every_metric_and_health_alert() -> None:
     text = (DEPLOY / "README.md").read_text()
     documented = set(re.findall(r"^\| `(socnoc_[a-z_]+)` \|", text, re.M))
     assert documented == ALL_METRICS
+    top = set(re.findall(r"^\| `(socnoc_[a-z_]+)` \|", (ROOT / "README.md").read_text(), re.M))
+    assert top == ALL_METRICS, "the top-level README's metrics table is out of date"
     for group in load(PROM / "rules.yml")["groups"]:
         for rule in group["rules"]:
             assert f"`{rule['alert']}`" in text, rule["alert"]

@@ -203,6 +203,14 @@ CONFIGS = st.sampled_from(
             reopen_window=timedelta(minutes=30), update_interval=timedelta(0), open_threshold=4.0,
             max_idle=timedelta(hours=1), dedup_window=timedelta(minutes=1), precedence_min_lift=1.0,
         ),
+        # resolved incidents forgotten (even before the reopen window ends), rule groups capped
+        EngineConfig(
+            warmup=timedelta(0), session_gap=timedelta(minutes=2), max_window=timedelta(minutes=5),
+            quiet_period=timedelta(minutes=10), reopen_window=timedelta(minutes=30), open_threshold=4.0,
+            update_interval=timedelta(0), max_assets=2, max_idle=timedelta(hours=1),
+            retain_resolved=timedelta(seconds=30), max_rule_groups=1,
+        ),
+        EngineConfig(retain_resolved=timedelta(hours=13), max_rule_groups=2),
     )
 )
 

@@ -99,18 +99,25 @@ def start_rsyslog(tmp_path: Path, procs: list[subprocess.Popen[bytes]], tcp: int
     return in_port
 
 
+LINES = {
+    # A core switch reporting link flaps in BSD syslog, as most network devices do.
+    "rfc3164": "<187>May  1 12:00:0{i} core-sw1 ifmgr[77]: uplink Gi0/{i} down\n",
+    # The same in RFC 5424 (rsyslog's traditional format then writes `ifmgr[77]` without a colon).
+    "rfc5424": "<187>1 2024-05-01T12:00:0{i}Z core-sw1 ifmgr 77 - - uplink Gi0/{i} down\n",
+}
+
+
+@pytest.mark.parametrize("arrives_as", sorted(LINES))
 async def test_rsyslog_forwards_through_the_listener_to_kafka(
     listening: Listening, broker: Broker, tmp_path: Path,
-    rsyslog_factory: list[subprocess.Popen[bytes]],
+    rsyslog_factory: list[subprocess.Popen[bytes]], arrives_as: str,
 ) -> None:
     listener = listening.listener
     assert listener.tcp_port and listener.udp_port
     in_port = start_rsyslog(tmp_path, rsyslog_factory, listener.tcp_port, listener.udp_port)
     reader, writer = await asyncio.open_connection("127.0.0.1", in_port)
     for i in range(COUNT):
-        # A core switch reporting link flaps in BSD syslog, as most network devices do.
-        writer.write(f"<187>May  1 12:00:0{i} core-sw1 ifmgr[77]: uplink Gi0/{i} down\n"
-                     .encode())
+        writer.write(LINES[arrives_as].format(i=i).encode())
     await writer.drain()
     writer.close()
     await writer.wait_closed()

@@ -148,3 +148,18 @@ def test_far_offset_is_converted_to_utc() -> None:
     result = parse("<14>1 2024-01-01T00:00:00-12:00 h a - - - x")
     assert result.time == datetime(2024, 1, 1, 12, tzinfo=UTC)
     assert result.time.utcoffset() == timedelta(0)
+
+
+@pytest.mark.parametrize(
+    ("content", "signature", "title"),
+    [
+        ("ifmgr[77]: uplink Gi0/1 down", "ifmgr", "uplink Gi0/1 down"),
+        ("ifmgr[77] uplink Gi0/1 down", "ifmgr", "uplink Gi0/1 down"),  # rsyslog re-emitting RFC 5424
+        ("%LINK-3-UPDOWN: Interface Gi0/1 down", "%LINK-3-UPDOWN", "Interface Gi0/1 down"),
+        ("uplink Gi0/1 down", "syslog", "uplink Gi0/1 down"),  # no tag: the first word is not one
+        ("[12.5] kernel panic", "syslog", "[12.5] kernel panic"),
+    ],
+)
+def test_rfc3164_tag_forms(content: str, signature: str, title: str) -> None:
+    result = parse(f"<187>May  1 12:00:00 core-sw1 {content}")
+    assert (result.signature, result.title) == (signature, title)

@@ -146,3 +146,16 @@ def test_bad_default_tz_is_a_usage_error(
     code = main(["replay", str(path), "--format", "wazuh", "--out", str(tmp_path / "o")])
     assert code == 2
     assert "SOCNOC_DEFAULT_TZ" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["worker", "gateway", "run"])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("SOCNOC_INPUTS", "{"), ("SOCNOC_TEAM_TOPICS", '{"soc": "no spaces allowed"}'), ("SOCNOC_PARTITIONS", "-1")],
+)
+def test_garbage_settings_are_a_usage_error_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, command: str, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    monkeypatch.setenv("SOCNOC_KAFKA_BOOTSTRAP", "127.0.0.1:1")
+    assert main([command]) == 2

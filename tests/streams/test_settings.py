@@ -7,7 +7,9 @@ from datetime import timedelta
 
 import pytest
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
+from streams.correlate_stage import team_targets
 from streams.decode_stage import SourceClock
 from streams.kafka import client_options, topic_specs
 from streams.settings import InputSpec, Settings
@@ -91,20 +93,45 @@ def test_topics_socnoc_creates(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_source_clock_ticks_progress_then_idleness() -> None:
     clock = SourceClock(last_record=100.0, last_tick=100.0)
-    assert clock.due(100.5, idle_after=30, wall=5e9) is None  # nothing seen yet
+    assert clock.due(100.5, idle_after=30, quiet_after=10, wall=5e9) is None  # nothing seen yet
     clock.observe(100.6, 1_000.0)
-    assert clock.due(100.7, idle_after=30, wall=5e9) is None  # at most one tick a second
-    tick = clock.due(101.5, idle_after=30, wall=5e9)
+    assert clock.due(100.7, idle_after=30, quiet_after=10, wall=5e9) is None  # at most one tick a second
+    tick = clock.due(101.5, idle_after=30, quiet_after=10, wall=5e9)
     assert tick is not None and tick.watermark == 1_000.0 and not tick.idle
     clock.ticked(101.5, tick)
-    assert clock.due(103.0, idle_after=30, wall=5e9) is None  # no progress since
-    idle = clock.due(130.6, idle_after=30, wall=5e9)
+    assert clock.due(103.0, idle_after=30, quiet_after=10, wall=5e9) is None  # no progress since
+    idle = clock.due(130.6, idle_after=30, quiet_after=10, wall=5e9)
     assert idle is not None and idle.idle and idle.watermark == 5e9 - 30
     clock.ticked(130.6, idle)
-    assert clock.due(140.0, idle_after=30, wall=5e9) is None
-    assert clock.due(160.6, idle_after=30, wall=5e9 + 30) is not None  # follows the wall clock
+    assert clock.due(140.0, idle_after=30, quiet_after=10, wall=5e9) is None
+    assert clock.due(160.6, idle_after=30, quiet_after=10, wall=5e9 + 30) is not None  # follows the wall clock
     clock.observe(161.0, None)  # a record (not an alert) ends idleness
-    assert clock.due(162.0, idle_after=30, wall=5e9) is None
+    assert clock.due(162.0, idle_after=30, quiet_after=10, wall=5e9) is None
+
+
+def test_source_clock_says_once_when_a_source_went_quiet() -> None:
+    clock = SourceClock(last_record=100.0, last_tick=100.0)
+    kw = {"idle_after": 30.0, "quiet_after": 0.5, "wall": 5e9}
+    assert clock.due(101.0, **kw, high=0) is None  # never sent anything: nobody waits for it
+    clock.observe(101.0, 1_000.0)
+    clock.next_offset = 10
+    progress = clock.due(101.2, **kw, high=10)
+    assert progress is not None and not progress.quiet  # progress (a second on)
+    clock.ticked(101.2, progress)
+    assert clock.due(101.4, **kw, high=10) is None  # not silent long enough
+    assert clock.due(101.6, **kw, high=12) is None  # silent, but records are still queued
+    assert clock.due(101.6, **kw, high=None) is None  # unknown end: not quiet either
+    quiet = clock.due(101.6, **kw, high=10)
+    assert quiet is not None and quiet.quiet and not quiet.idle and quiet.watermark == 1_000.0
+    clock.ticked(101.6, quiet)
+    assert clock.due(102.5, **kw, high=10) is None  # once
+    clock.observe(103.0, 1_001.0)
+    clock.next_offset = 11
+    progress = clock.due(103.2, **kw, high=11)
+    assert progress is not None and not progress.quiet  # sending again
+    clock.ticked(103.2, progress)
+    again = clock.due(103.6, **kw, high=11)
+    assert again is not None and again.quiet and again.watermark == 1_001.0
 
 
 def test_every_setting_is_documented_in_the_readme() -> None:
@@ -113,3 +140,33 @@ def test_every_setting_is_documented_in_the_readme() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     missing = [n for n in Settings.model_fields if f"`SOCNOC_{n.upper()}`" not in readme]
     assert not missing, f"README lacks {missing}"
+
+
+def test_team_topics_are_created_and_validated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOCNOC_TEAM_TOPICS", '{"soc": "incidents.soc", "noc": "incidents.noc", "*": "incidents"}')
+    settings = Settings()
+    # the main topic is not a copy target, even when a route names it
+    assert settings.team_topic_names() == ["incidents.noc", "incidents.soc"]
+    assert {"incidents.soc", "incidents.noc"} <= {s.name for s in topic_specs(settings)}
+    too_long = '{"soc": "' + "a" * 250 + '"}'
+    for bad in ('{"soc": "has space"}', '{"": "x"}', '{"soc": ""}', '{"soc": 3}', '["soc"]', "{", too_long):
+        monkeypatch.setenv("SOCNOC_TEAM_TOPICS", bad)
+        with pytest.raises((ValidationError, SettingsError)):
+            Settings()
+
+
+@pytest.mark.parametrize(
+    ("owners", "expected"),
+    [
+        (("soc",), ["i.soc"]),
+        (("noc", "soc"), ["i.noc", "i.soc"]),
+        (("dba",), ["i.other"]),  # nobody's route: the catch-all
+        ((), ["i.other"]),
+        (("dba", "soc"), ["i.soc"]),  # someone's route: no catch-all copy
+    ],
+)
+def test_team_targets(owners: tuple[str, ...], expected: list[str]) -> None:
+    routes = {"soc": "i.soc", "noc": "i.noc", "*": "i.other"}
+    assert team_targets(routes, owners, "incidents") == expected
+    assert team_targets({}, owners, "incidents") == []
+    assert team_targets({"soc": "incidents"}, ("soc",), "incidents") == []  # never twice on the main topic
