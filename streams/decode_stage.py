@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from correlators.identity import Identity
@@ -74,11 +74,13 @@ class SourceClock:
             if self.idle_since_tick is None or now - self.idle_since_tick >= idle_after:
                 return TickItem("", wall - idle_after, idle=True)
             return None
-        if self.watermark is None:
-            return None
         caught_up = high is not None and self.next_offset is not None and self.next_offset >= high
         if not self.quiet_sent and silent >= quiet_after and caught_up:
-            return TickItem("", self.watermark, quiet=True)
+            # A partition taken over in a rebalance with nothing new on it has no watermark
+            # here: 0 says "quiet" without claiming any progress.
+            return TickItem("", self.watermark if self.watermark is not None else 0.0, quiet=True)
+        if self.watermark is None:
+            return None
         if self.watermark != self.sent and now - self.last_tick >= _TICK_INTERVAL_S:
             return TickItem("", self.watermark)
         return None
@@ -107,7 +109,9 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         now = time.monotonic()
         inputs = self._stage.settings.inputs
         self._stage.sources = {
-            f"{tp.topic}:{tp.partition}": SourceClock(last_record=now, last_tick=now)
+            # quiet_sent=False: once caught up, say so, or the partition's alerts held by
+            # the correlating side would wait for it until the idle timeout
+            f"{tp.topic}:{tp.partition}": SourceClock(last_record=now, last_tick=now, quiet_sent=False)
             for tp in assigned
             if tp.topic in inputs
         }
@@ -302,7 +306,10 @@ class DecodeStage(Stage):
         wall = time.time()
         for name, clock in self.sources.items():
             topic, _, partition = name.rpartition(":")
-            high = consumer.highwater(TopicPartition(topic, int(partition)))
+            tp = TopicPartition(topic, int(partition))
+            high = consumer.highwater(tp)
+            if clock.next_offset is None and high is not None and not clock.quiet_sent:
+                clock.next_offset = await _position(consumer, tp)
             tick = clock.due(now, idle_after, wall, quiet_after, None if high is None else int(high))
             if tick is None:
                 continue
@@ -314,3 +321,11 @@ class DecodeStage(Stage):
         futures = await sender.send()
         if futures:
             self._inflight.append((futures, {}))
+
+
+async def _position(consumer: AIOKafkaConsumer, tp: TopicPartition) -> int | None:
+    """The partition's fetch position if the consumer knows it already (None otherwise)."""
+    try:
+        return int(await asyncio.wait_for(consumer.position(tp), 0.05))
+    except (TimeoutError, KafkaError, IllegalStateError, AssertionError):
+        return None

@@ -102,7 +102,10 @@ class Processor:
             self.correlator.on_context(item.item)
             return []
         if isinstance(item, TickItem):
-            self.sources[item.source] = SourceMark(item.watermark, item.idle)
+            known = self.sources.get(item.source)
+            if not item.quiet or item.idle or (known.watermark if known else 0.0) < item.watermark:
+                # a quiet tick only says the source holds nothing back; it never lowers a mark
+                self.sources[item.source] = SourceMark(item.watermark, item.idle)
             released: list[Emitted] = []
             for due in self.reorder.progress(item.source, item.watermark, quiet=item.quiet or item.idle):
                 self._alert(due, released)

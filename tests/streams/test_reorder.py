@@ -197,3 +197,27 @@ def test_ticks_never_move_the_clock_past_a_held_alert() -> None:
     assert processor.correlator.stats.late == 0  # type: ignore[attr-defined]
     decided = {o.alert_id for o in out if isinstance(o, Decision)}
     assert decided >= {i.alert.id for i in t["in:1"][:10]} | {i.alert.id for i in t["in:0"][1:]}
+
+
+def test_a_partition_taken_over_with_nothing_new_still_goes_quiet() -> None:
+    """After a rebalance the new decoder may have no record of a partition to decode: it still
+    says the partition is quiet, or alerts held for it would wait for the idle timeout."""
+    from streams.decode_stage import SourceClock
+
+    clock = SourceClock(last_record=100.0, last_tick=100.0, quiet_sent=False)
+    clock.next_offset = 42  # its fetch position, all caught up
+    tick = clock.due(100.6, idle_after=3600.0, wall=5e9, quiet_after=0.5, high=42)
+    assert tick is not None and tick.quiet and tick.watermark == 0.0
+
+    processor = Processor(_engine())
+    t = _timeline()
+    processor.feed(t["in:0"][0])
+    processor.feed(TickItem("in:0", t["in:0"][0].alert.time.timestamp()))
+    held = t["in:1"][:5]
+    for item in held:
+        processor.feed(item)
+    assert len(processor.reorder) == 5
+    mark = processor.sources["in:0"]
+    processor.feed(TickItem("in:0", 0.0, quiet=True))
+    assert len(processor.reorder) == 0  # released
+    assert processor.sources["in:0"] == mark  # and the source's progress is not lowered
