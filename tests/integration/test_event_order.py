@@ -15,6 +15,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from streams.control import end_of_input, wait_decoded
 from tests.integration.conftest import ROOT, Names, Tail, WorkerProcess, until
 from tests.integration.datasets import aitads_rows, host_of, write_csv
 
@@ -32,6 +33,10 @@ async def test_a_backlog_over_four_partitions_is_decided_in_event_time_order(
         for _, row in rows:  # keyed by host, as a shipper would: four partitions, one backlog
             await producer.send(names.alerts, row, key=host_of(row))
         await producer.flush()
+        # the input ends, as at the end of `socnoc replay`: windows still open are decided
+        settings = names.settings(**env)
+        await wait_decoded(settings, 120)
+        await end_of_input(settings)
 
         def all_decided() -> bool:
             return len({r.key for r in tail.records[names.decisions]}) >= len(rows)
