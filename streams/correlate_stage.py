@@ -316,6 +316,7 @@ class CorrelateStage(Stage):
                 self.metrics.set_consumer_lag(tp.topic, tp.partition, int(high) - st.next_offset)
             if st is not None:  # engine caps reached in this batch -> metric, rate-limited log
                 self.caps.observe(st.partition, st.processor.correlator)
+        self.metrics.set_reorder_held(sum(len(st.processor.reorder) for st in self.owned.values()))
         open_by_kind = Counter(k for st in self.owned.values() for k in st.open.values())
         for kind in IncidentKind:
             self.metrics.set_open_incidents(kind, open_by_kind[kind])

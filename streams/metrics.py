@@ -69,6 +69,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "socnoc_dlq_records_total",
     "socnoc_late_events_total",
     "socnoc_tracked_assets",
+    "socnoc_reorder_held_alerts",
     "socnoc_state_bytes",
     "socnoc_broker_up",
     "socnoc_rule_reloads_total",
@@ -110,6 +111,7 @@ class Metrics:
     dlq_records: Counter
     late_events: Counter
     tracked_assets: Gauge
+    reorder_held: Gauge
     state_bytes: Gauge
     broker_up: Gauge
     rule_reloads: Counter
@@ -195,6 +197,11 @@ class Metrics:
             tracked_assets=Gauge(
                 "socnoc_tracked_assets",
                 "Assets whose timeline this worker currently holds.",
+                registry=r,
+            ),
+            reorder_held=Gauge(
+                "socnoc_reorder_held_alerts",
+                "Alerts held back to keep event-time order across input partitions.",
                 registry=r,
             ),
             state_bytes=Gauge(
@@ -318,6 +325,10 @@ class Metrics:
     def forget_partition(self, topic: str, partition: int) -> None:
         """Drop a partition's lag series after a rebalance took it away."""
         self.consumer_lag.remove(topic, str(partition))
+
+    def set_reorder_held(self, count: int) -> None:
+        """Alerts the correlating partitions hold for event-time order (`streams.reorder`)."""
+        self.reorder_held.set(count)
 
     def set_state(self, *, tracked_assets: int, state_bytes: int) -> None:
         """Record the size of the correlation state."""
