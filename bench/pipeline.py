@@ -30,13 +30,12 @@ from typing import Any
 import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.structs import OffsetAndMetadata
 
 from bench.data import KAFKA_MAP, Records
 from bench.procs import die_with_parent
 from streams.broker import free_port
 from streams.kafka import high_watermarks
+from streams.testing import commit_offsets, create_topics
 
 __all__ = [
     "KafkaBench",
@@ -66,19 +65,6 @@ async def until(probe: Callable[[], Any], timeout_s: float, what: str, interval_
         await asyncio.sleep(interval_s)
 
 
-async def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
-    """Create topics (name -> partitions) that do not exist yet."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="bench-admin")
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        new = [NewTopic(name, n, 1) for name, n in topics.items() if name not in existing]
-        if new:
-            await admin.create_topics(new)
-    finally:
-        await admin.close()
-
-
 async def ends(bootstrap: str, topic: str) -> dict[int, int]:
     """Exact end offset of every partition of `topic` (waits until the topic exists)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, client_id="bench-ends")
@@ -93,20 +79,6 @@ async def ends(bootstrap: str, topic: str) -> dict[int, int]:
         partitions = await until(parts, 60, f"topic {topic}", 0.2)
         found = await high_watermarks(consumer, [TopicPartition(topic, p) for p in sorted(partitions)])
         return {tp.partition: offset for tp, offset in found.items()}
-    finally:
-        await consumer.stop()
-
-
-async def commit_group(bootstrap: str, group: str, topic: str, offsets: dict[int, int]) -> None:
-    """Set a consumer group's committed offsets (so a worker starts where this run's input starts)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=group, client_id="bench-offsets", enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        tps = {p: TopicPartition(topic, p) for p in offsets}
-        consumer.assign(list(tps.values()))
-        await consumer.commit({tps[p]: OffsetAndMetadata(o, "") for p, o in offsets.items()})
     finally:
         await consumer.stop()
 
@@ -383,7 +355,9 @@ class KafkaBench:
     async def setup(self) -> None:
         """Create the input and raw output topics (the worker creates its own)."""
         await create_topics(
-            self.bootstrap, {self.alerts: self.input_partitions, self.raw_out: self.input_partitions}
+            self.bootstrap,
+            {self.alerts: self.input_partitions, self.raw_out: self.input_partitions},
+            client_id="bench-admin",
         )
 
     # -- producing -------------------------------------------------------------------
@@ -449,7 +423,9 @@ class KafkaBench:
         self.stop_worker()
         self._starts += 1
         start = await ends(self.bootstrap, self.alerts)
-        await commit_group(self.bootstrap, f"{self.app_id}-decode", self.alerts, start)
+        # the decode group starts where this run's input starts
+        offsets = {TopicPartition(self.alerts, p): o for p, o in start.items()}
+        await commit_offsets(self.bootstrap, f"{self.app_id}-decode", offsets, client_id="bench-offsets")
         worker = WorkerProcess(self.env(), self.workdir / f"worker-{self._starts}.log").start()
         self._worker = worker
         await worker.wait_ready(self.internal_partitions)

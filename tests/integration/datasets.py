@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
 
 from tests.integration.conftest import DATA
 
@@ -43,3 +46,29 @@ def write_csv(path: Path, header: bytes, rows: list[bytes]) -> Path:
 def wazuh_lines() -> list[bytes]:
     """The Wazuh alerts.json records, one JSON object each."""
     return [line for line in WAZUH.read_bytes().splitlines() if line.strip()]
+
+
+async def produce_paced(
+    producer: AIOKafkaProducer,
+    topic: str,
+    rows: list[bytes],
+    sent: list[str],
+    rate: float,
+    garbage_every: int | None = None,
+) -> None:
+    """Publish AIT-ADS rows keyed by host (a shipper's choice) at about `rate` records/s;
+    every `garbage_every`-th one (from the first) replaced by garbage. `sent` collects the
+    stream ids (`topic:partition:offset`) as the broker acknowledges them."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for i, row in enumerate(rows):
+        garbage = garbage_every is not None and i % garbage_every == 0
+        value = b"\xde\xad garbage " + str(i).encode() if garbage else row
+        fut = await producer.send(topic, value, key=host_of(row))
+        fut.add_done_callback(lambda f: sent.append(f"{topic}:{f.result().partition}:{f.result().offset}"))
+        if i % 500 == 0:
+            await fut
+            ahead = start + i / rate - loop.time()
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+    await producer.flush()

@@ -24,26 +24,12 @@ from streams.checkpoints import Checkpoint, CheckpointStore
 from streams.kafka import TopicSpec, ensure_topics
 from streams.partition import Processor, Snapshotter
 from tests.integration.conftest import Names, Tail, WorkerProcess, ensure_topic_partitions, until
-from tests.integration.datasets import aitads_rows, host_of
+from tests.integration.datasets import aitads_rows, produce_paced
 
 pytestmark = pytest.mark.integration
 
 
 _NO_SNAPSHOT = Snapshotter(lambda c: b"", lambda b: None)  # type: ignore[arg-type,return-value]
-
-
-async def _produce(producer: AIOKafkaProducer, topic: str, rows: list[bytes], sent: list[str], rate: float) -> None:
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    for i, row in enumerate(rows):
-        fut = await producer.send(topic, row, key=host_of(row))
-        fut.add_done_callback(lambda f: sent.append(f"{topic}:{f.result().partition}:{f.result().offset}"))
-        if i % 500 == 0:
-            await fut
-            ahead = start + i / rate - loop.time()
-            if ahead > 0:
-                await asyncio.sleep(ahead)
-    await producer.flush()
 
 
 async def _last_records(bootstrap: str, topic: str, partitions: int) -> dict[int, bytes]:
@@ -81,7 +67,7 @@ async def test_corrupt_newest_checkpoint_falls_back_and_loses_or_repeats_nothing
     await first.wait_partitions()
     _, rows = aitads_rows()
     sent: list[str] = []
-    sending = asyncio.create_task(_produce(producer, names.alerts, [r for _, r in rows], sent, 6000))
+    sending = asyncio.create_task(produce_paced(producer, names.alerts, [r for _, r in rows], sent, 6000))
 
     async with Tail(names.bootstrap, names.decisions, names.incidents, names.dlq) as tail:
         half = len(rows) // 2

@@ -12,29 +12,11 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from tests.integration.conftest import Names, Tail, WorkerProcess, until
-from tests.integration.datasets import aitads_rows, host_of
+from tests.integration.datasets import aitads_rows, produce_paced
 
 pytestmark = pytest.mark.integration
 
 GARBAGE_EVERY = 1000
-
-
-async def _produce(
-    producer: AIOKafkaProducer, topic: str, rows: list[bytes], sent: list[str], rate: float
-) -> None:
-    """Publish rows keyed by host (a shipper's choice) at about `rate` records/s."""
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    for i, row in enumerate(rows):
-        value = row if i % GARBAGE_EVERY else b"\xde\xad garbage " + str(i).encode()
-        fut = await producer.send(topic, value, key=host_of(row))
-        meta = await fut if i % 500 == 0 else None
-        fut.add_done_callback(lambda f: sent.append(f"{topic}:{f.result().partition}:{f.result().offset}"))
-        if meta is not None:
-            ahead = start + i / rate - loop.time()
-            if ahead > 0:
-                await asyncio.sleep(ahead)
-    await producer.flush()
 
 
 async def test_kill9_mid_stream_then_restart_loses_and_repeats_nothing(
@@ -50,7 +32,9 @@ async def test_kill9_mid_stream_then_restart_loses_and_repeats_nothing(
     await first.wait_partitions()
     _, rows = aitads_rows()
     sent: list[str] = []
-    sending = asyncio.create_task(_produce(producer, names.alerts, [r for _, r in rows], sent, 6000))
+    sending = asyncio.create_task(
+        produce_paced(producer, names.alerts, [r for _, r in rows], sent, 6000, GARBAGE_EVERY)
+    )
 
     async with Tail(names.bootstrap, names.decisions, names.incidents, names.dlq) as tail:
         third = len(rows) // 3
