@@ -236,8 +236,11 @@ class WorkerProcess(_Child):
         except (aiohttp.ClientError, TimeoutError):
             return None
 
-    async def wait_ready(self, internal_partitions: int, timeout_s: float = 90.0) -> None:
-        """Healthy, with the decode stage assigned and every correlation partition owned."""
+    async def wait_ready(
+        self, internal_partitions: int, timeout_s: float = 90.0, stages: tuple[str, ...] = ("decode", "correlate")
+    ) -> None:
+        """Healthy, with the decode stage assigned and every correlation partition owned (of
+        the `stages` this worker runs)."""
 
         async def ready() -> bool:
             if not self.alive():
@@ -245,10 +248,12 @@ class WorkerProcess(_Child):
             body = await self.health()
             if body is None:
                 return False
-            stages = body.get("stages", {})
-            decode = stages.get("decode", {}).get("partitions") or []
-            correlate = stages.get("correlate", {}).get("partitions") or []
-            return bool(decode) and len(correlate) == internal_partitions
+            states = body.get("stages", {})
+            decode = states.get("decode", {}).get("partitions") or []
+            correlate = states.get("correlate", {}).get("partitions") or []
+            return ("decode" not in stages or bool(decode)) and (
+                "correlate" not in stages or len(correlate) == internal_partitions
+            )
 
         try:
             await until(ready, timeout_s, "the worker to own its partitions", 0.2)
@@ -305,7 +310,10 @@ class KafkaBench:
     internal_partitions: int = 8
     worker_env: dict[str, str] = field(default_factory=dict)
     worker_peak_rss: list[int] = field(default_factory=list)
+    # two workers, `SOCNOC_STAGES=decode` and `SOCNOC_STAGES=correlate`: a process (core) each
+    split: bool = False
     _worker: WorkerProcess | None = None
+    _decoder: WorkerProcess | None = None
     _starts: int = 0
 
     @property
@@ -426,12 +434,34 @@ class KafkaBench:
         # the decode group starts where this run's input starts
         offsets = {TopicPartition(self.alerts, p): o for p, o in start.items()}
         await commit_offsets(self.bootstrap, f"{self.app_id}-decode", offsets, client_id="bench-offsets")
-        worker = WorkerProcess(self.env(), self.workdir / f"worker-{self._starts}.log").start()
-        self._worker = worker
-        await worker.wait_ready(self.internal_partitions)
+        if not self.split:
+            worker = WorkerProcess(self.env(), self.workdir / f"worker-{self._starts}.log").start()
+            self._worker = worker
+            await worker.wait_ready(self.internal_partitions)
+            return worker
+        env = self.env()
+        log = self.workdir / f"worker-{self._starts}"
+        decoder = WorkerProcess({**env, "SOCNOC_STAGES": "decode"}, log.with_suffix(".decode.log")).start()
+        worker = WorkerProcess({**env, "SOCNOC_STAGES": "correlate"}, log.with_suffix(".correlate.log")).start()
+        self._decoder, self._worker = decoder, worker
+        await asyncio.gather(
+            decoder.wait_ready(self.internal_partitions, stages=("decode",)),
+            worker.wait_ready(self.internal_partitions, stages=("correlate",)),
+        )
         return worker
 
+    def workers_alive(self) -> bool:
+        """Every process of the current worker(s) is running."""
+        return all(w.alive() for w in (self._worker, self._decoder) if w is not None)
+
+    def workers_log(self) -> str:
+        return "\n".join(w.log_tail() for w in (self._decoder, self._worker) if w is not None)
+
     def stop_worker(self) -> None:
+        """Stop the worker(s); the peak RSS recorded is that of the process running the engine."""
+        if self._decoder is not None:
+            self._decoder.stop()
+            self._decoder = None
         if self._worker is not None:
             peak = self._worker.peak_rss_bytes()
             if peak is not None:
@@ -441,7 +471,7 @@ class KafkaBench:
 
     async def e2e_run(self, records: Records, timeout_s: float = 900.0) -> float:
         """Alerts/s through the worker: first send -> the last input's decision received."""
-        worker = await self.start_worker()
+        await self.start_worker()
         wanted = set(records.ids)
         decided: set[str] = set()
         last = [0.0]
@@ -459,8 +489,8 @@ class KafkaBench:
             start = await self.produce(records)
 
             def done() -> bool:
-                if not worker.alive():
-                    raise RuntimeError(f"the worker exited:\n{worker.log_tail()}")
+                if not self.workers_alive():
+                    raise RuntimeError(f"the worker exited:\n{self.workers_log()}")
                 return len(decided) >= len(wanted)
 
             await until(done, timeout_s, f"decisions for {len(wanted)} alerts")
@@ -474,7 +504,7 @@ class KafkaBench:
         later, when an evidence window opens or closes. The internal topic is read after the
         run to map records to alert ids.
         """
-        worker = await self.start_worker()
+        await self.start_worker()
         wanted = set(records.ids)
         stamps: dict[str, float] = {}
         arrived: dict[str, tuple[float, bytes | None]] = {}
@@ -494,8 +524,8 @@ class KafkaBench:
             sent_s = time.perf_counter() - start
 
             def done() -> bool:
-                if not worker.alive():
-                    raise RuntimeError(f"the worker exited:\n{worker.log_tail()}")
+                if not self.workers_alive():
+                    raise RuntimeError(f"the worker exited:\n{self.workers_log()}")
                 return len(arrived) >= len(wanted)
 
             await until(done, timeout_s, f"decisions for {len(wanted)} alerts")

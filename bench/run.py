@@ -91,6 +91,7 @@ class Config:
     state_assets: int = 100_000
     state_alerts_per_asset: int = 1
     kafka: bool = True
+    split: bool = False
     out: Path = ROOT / "build" / "bench"
 
     @classmethod
@@ -104,6 +105,7 @@ class Config:
             state_assets=_env_int("BENCH_STATE_ASSETS", 20_000 if quick else 100_000),
             state_alerts_per_asset=_env_int("BENCH_STATE_ALERTS_PER_ASSET", 1),
             kafka=not _env_flag("BENCH_SKIP_KAFKA"),
+            split=_env_flag("BENCH_SPLIT"),
             out=Path(os.environ.get("BENCH_OUT") or ROOT / "build" / "bench"),
         )
 
@@ -234,7 +236,7 @@ async def _kafka_phase(cfg: Config, report: Report, base: BaseData) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     broker = EmbeddedBroker(log_path=workdir / "tansu.log")
     broker.start()
-    bench = KafkaBench(broker.bootstrap, workdir)
+    bench = KafkaBench(broker.bootstrap, workdir, split=cfg.split)
     try:
         await bench.setup()
         for i in range(cfg.runs):

@@ -54,6 +54,7 @@ class SourceClock:
     idle_since_tick: float | None = None
     quiet_sent: bool = True  # nothing new since the last quiet (or idle) tick
     next_offset: int | None = None  # after the last record decoded
+    announced: bool = False  # the correlating side knows this decoder took the source on
 
     def observe(self, now: float, event_time: float | None) -> None:
         """A record arrived (with an alert of this event time, if any)."""
@@ -242,6 +243,7 @@ class DecodeStage(Stage):
         batch: dict[TopicPartition, list[Any]],
     ) -> None:
         sender = BatchSender(producer)
+        await self._announce(sender)
         commits: dict[TopicPartition, OffsetAndMetadata] = {}
         now = time.monotonic()
         inputs = self.settings.inputs
@@ -295,6 +297,16 @@ class DecodeStage(Stage):
             headers=encoded.headers,
         )
 
+    async def _announce(self, sender: BatchSender) -> None:
+        """Tell every partition about input partitions newly taken on, before any of their
+        alerts: the correlating side waits for them (`streams.reorder`)."""
+        for name, clock in self.sources.items():
+            if not clock.announced:
+                clock.announced = True
+                encoded = encode_item(TickItem(name, 0.0, start=True))
+                for p in self._partitions:
+                    await sender.add(self._internal, encoded.value, partition=p, headers=encoded.headers)
+
     async def _ticks(self, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer) -> None:
         """Broadcast the sources' event-time progress (and idleness) to every partition."""
         if not self.sources:
@@ -303,6 +315,7 @@ class DecodeStage(Stage):
         idle_after = self.settings.idle_timeout.total_seconds()
         quiet_after = self.settings.order_wait.total_seconds()
         sender = BatchSender(producer)
+        await self._announce(sender)
         wall = time.time()
         for name, clock in self.sources.items():
             topic, _, partition = name.rpartition(":")

@@ -101,6 +101,9 @@ class Processor:
         if isinstance(item, ContextItem):
             self.correlator.on_context(item.item)
             return []
+        if isinstance(item, TickItem) and item.start:
+            self.reorder.start(item.source)
+            return []
         if isinstance(item, TickItem):
             known = self.sources.get(item.source)
             if not item.quiet or item.idle or (known.watermark if known else 0.0) < item.watermark:

@@ -115,12 +115,15 @@ class TickItem:
     `watermark` is the largest event time the source has delivered, or, when `idle`, wall
     clock minus the idle timeout (the source has been silent that long). `quiet`: the source
     has had nothing new for `SOCNOC_ORDER_WAIT`, so other sources stop waiting for it.
+    `start`: a decoder has just taken the source on; until it delivers (or goes quiet) the
+    other sources' alerts wait for it (`watermark` is then meaningless).
     """
 
     source: str
     watermark: float
     idle: bool = False
     quiet: bool = False
+    start: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +199,7 @@ def encode_item(item: Item, *, key: bytes | None = None) -> Encoded:
         return Encoded(key, ctx.model_dump_json().encode(), _kind_header(kind))
     if isinstance(item, TickItem):
         value = orjson.dumps(
-            {"source": item.source, "wm": item.watermark, "idle": item.idle, "quiet": item.quiet}
+            {"source": item.source, "wm": item.watermark, "idle": item.idle, "quiet": item.quiet, "start": item.start}
         )
         return Encoded(key, value, _kind_header(Kind.TICK))
     if isinstance(item, RulesItem):
@@ -261,7 +264,11 @@ def decode_item(value: bytes | None, headers: object) -> Item:
         if kind is Kind.TICK:
             obj = orjson.loads(value)
             return TickItem(
-                str(obj["source"]), float(obj["wm"]), bool(obj.get("idle", False)), bool(obj.get("quiet", False))
+                str(obj["source"]),
+                float(obj["wm"]),
+                bool(obj.get("idle", False)),
+                bool(obj.get("quiet", False)),
+                bool(obj.get("start", False)),
             )
         if kind is Kind.RULES:
             return RulesItem(tuple(parse_rules(orjson.loads(value))))

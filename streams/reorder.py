@@ -12,7 +12,9 @@ from a checkpoint decides exactly as before:
   alerts newer than its own progress (the newest event time it delivered);
 - a source stops holding others back when the decoder reports it *quiet* (nothing new for
   `SOCNOC_ORDER_WAIT`) or idle, and holds again with its next alert; a source never seen
-  holds nothing;
+  holds nothing, except that a decoder announces every input partition it takes on (`start`)
+  before it sends any alert: until such a source delivers or goes quiet, it holds back every
+  other source's alerts, so the first fetch of one partition cannot race ahead of the rest;
 - the buffer is bounded: an alert whose input record is more than `max_hold_ms` older (by
   the records' Kafka timestamps) than the newest record seen is released anyway, so a source
   that keeps sending from far behind (a device with a wrong clock) delays the others by at
@@ -84,6 +86,12 @@ class Reorder:
             self.sources[source] = SourceProgress(max(known.watermark, watermark), known.holding and not quiet)
         return self.release()
 
+    def start(self, source: str) -> None:
+        """A decoder took `source` on: it holds the others back from its own progress so far
+        (from the beginning of time if new) until it delivers or goes quiet."""
+        known = self.sources.get(source)
+        self.sources[source] = SourceProgress(-math.inf if known is None else known.watermark, True)
+
     def oldest(self) -> float | None:
         """Event time of the oldest held alert (the partition's clock must not pass it)."""
         return self._heap[0][0] if self._heap else None
@@ -130,7 +138,10 @@ class Reorder:
         return {
             "seq": self._seq,
             "newest_arrival": self.newest_arrival,
-            "sources": {k: [s.watermark, s.holding] for k, s in sorted(self.sources.items())},
+            "sources": {
+                k: [s.watermark if math.isfinite(s.watermark) else None, s.holding]
+                for k, s in sorted(self.sources.items())
+            },
             "held": [
                 [ts, seq, item.source, item.arrived_ms, item.alert.model_dump_json()]
                 for ts, seq, item in sorted(self._heap)
@@ -144,7 +155,10 @@ class Reorder:
         reorder = cls(
             max_hold_ms=max_hold_ms,
             max_pending=max_pending,
-            sources={str(k): SourceProgress(float(w), bool(b)) for k, (w, b) in data["sources"].items()},
+            sources={
+                str(k): SourceProgress(-math.inf if w is None else float(w), bool(b))
+                for k, (w, b) in data["sources"].items()
+            },
             newest_arrival=None if newest is None else int(newest),
             _seq=int(data["seq"]),
         )

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import orjson
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings", "InputSpec", "Duration", "parse_duration"]
 
@@ -61,6 +62,13 @@ class InputSpec(BaseModel):
         if self.columns is not None:
             opts["columns"] = self.columns
         return opts
+
+
+def _json_list(value: str) -> object:
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"not a JSON list: {exc}") from None
 
 
 def _default_inputs() -> dict[str, InputSpec]:
@@ -175,6 +183,13 @@ class Settings(BaseSettings):
         "(campaigns, topology, security+ops corroboration) only sees assets of the same "
         "partition.",
     )
+    stages: Annotated[tuple[Literal["decode", "correlate"], ...], NoDecode] = Field(
+        default=("decode", "correlate"),
+        description="The stages this worker runs, comma-separated: `decode` (read, validate and "
+        "key the inputs) and `correlate` (the engines and the outputs). Workers running one "
+        "stage each put the two on separate processes (a core each) and scale them apart; every "
+        "stage needs at least one worker of the app.",
+    )
     engine: Literal["socnoc", "naive"] = Field(
         default="socnoc", description="Correlator: the engine, or the naive baseline."
     )
@@ -235,6 +250,20 @@ class Settings(BaseSettings):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"{value!r} is not a known time zone") from exc
+        return value
+
+    @field_validator("stages", mode="before")
+    @classmethod
+    def _stage_list(cls, value: object) -> object:
+        if isinstance(value, str) and value.lstrip().startswith("["):
+            value = _json_list(value)
+        elif isinstance(value, str):
+            value = tuple(part.strip() for part in value.split(",") if part.strip())
+        if isinstance(value, (list, tuple)):
+            if not value:
+                raise ValueError("at least one stage (decode, correlate) is needed")
+            if len(set(value)) != len(value):
+                raise ValueError(f"a stage named twice in {','.join(map(str, value))}")
         return value
 
     @field_validator("inputs")

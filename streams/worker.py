@@ -1,8 +1,9 @@
 """`socnoc worker`: the correlation worker against a Kafka cluster.
 
-A worker runs three supervised stages (inventory follower, decode, correlate), a broker
-probe and an HTTP endpoint with `/metrics` and `/health`. Scale out by starting more workers
-with the same `SOCNOC_APP_ID`: the decode and correlate consumer groups split the partitions.
+A worker runs supervised stages (inventory follower, decode, correlate: `SOCNOC_STAGES`
+picks decode and/or correlate), a broker probe and an HTTP endpoint with `/metrics` and
+`/health`. Scale out by starting more workers with the same `SOCNOC_APP_ID`: the decode and
+correlate consumer groups split the partitions.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from streams.inventory import InventoryReader
 from streams.kafka import BROKER_ERRORS, client_options, ensure_topics, retry_forever, topic_specs
 from streams.metrics import Metrics, metrics_app
 from streams.settings import Settings
+from streams.stage import Stage
 
 __all__ = ["Worker", "register", "main", "configure_logging"]
 
@@ -52,14 +54,20 @@ class Worker:
         self.identity = Identity()
         context = worker_context(settings)
         self.inventory = InventoryReader(settings, self.health, self.identity)
-        self.decode = DecodeStage(settings, self.health, self.metrics, self.identity)
-        self.correlate = CorrelateStage(
-            settings,
-            self.health,
-            self.metrics,
-            new_correlator=lambda: new_correlator(settings, context),
-            snapshotter=snapshotter(settings, context),
-        )
+        # only the stages this worker runs exist (and appear in /health)
+        self.stages: list[Stage] = []
+        if "decode" in settings.stages:
+            self.stages.append(DecodeStage(settings, self.health, self.metrics, self.identity))
+        if "correlate" in settings.stages:
+            self.stages.append(
+                CorrelateStage(
+                    settings,
+                    self.health,
+                    self.metrics,
+                    new_correlator=lambda: new_correlator(settings, context),
+                    snapshotter=snapshotter(settings, context),
+                )
+            )
         self.web_port: int | None = None
         self.started = asyncio.Event()
         self._stop = asyncio.Event()
@@ -88,13 +96,15 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._ready_or_stopped(), _INVENTORY_WAIT_S)
             if not self._stop.is_set():
-                tasks.append(asyncio.create_task(self.decode.run(), name="decode"))
-                tasks.append(asyncio.create_task(self.correlate.run(), name="correlate"))
+                for stage in self.stages:
+                    tasks.append(asyncio.create_task(stage.run(), name=stage.name))
                 self.started.set()
-                log.info("worker running (app %s)", self.settings.app_id)
+                log.info(
+                    "worker running (app %s, stages %s)", self.settings.app_id, ", ".join(s.name for s in self.stages)
+                )
                 await self._stop.wait()
         finally:
-            for stage in (self.decode, self.correlate, self.inventory):
+            for stage in (*self.stages, self.inventory):
                 stage.stop()
             if tasks:
                 _, pending = await asyncio.wait(tasks, timeout=60)

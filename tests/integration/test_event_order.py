@@ -16,6 +16,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from streams.control import end_of_input, wait_decoded
+from streams.records import TickItem, decode_item
 from tests.integration.conftest import ROOT, Names, Tail, WorkerProcess, until
 from tests.integration.datasets import aitads_rows, host_of, write_csv
 
@@ -62,8 +63,9 @@ async def test_a_backlog_over_four_partitions_is_decided_in_event_time_order(
     replay_opened = [orjson.loads(line) for line in (out / "incidents.jsonl").read_bytes().splitlines()]
 
     late = sum(1 for d in decisions if d["reason"].startswith("late"))
-    # only the first fetch of each partition can race ahead (before the others are known)
-    assert late <= 0.02 * len(rows), f"{late} of {len(rows)} alerts decided late"
+    # the decoder announces its four partitions before any alert, so not even the first
+    # fetch of one can race ahead of the others (it did: a later warm-up start, no incident)
+    assert late == 0, f"{late} of {len(rows)} alerts decided late"
     stream_mix = Counter(d["disposition"] for d in decisions)
     replay_mix = Counter(d["disposition"] for d in replayed)
     for disposition, count in replay_mix.items():
@@ -72,3 +74,37 @@ async def test_a_backlog_over_four_partitions_is_decided_in_event_time_order(
         return sorted((i["kind"], i["root_cause"]["asset"], i["assets"][0]) for i in incidents)  # type: ignore[index]
 
     assert summary(list(final.values())) == summary(replay_opened)
+
+
+async def test_every_input_partition_is_announced_and_an_empty_one_goes_quiet_at_once(
+    names: Names, workers: Callable[..., WorkerProcess], producer: AIOKafkaProducer
+) -> None:
+    """The correlating side waits for each announced input partition, so one that never gets
+    a record must say so quickly (`SOCNOC_ORDER_WAIT`), not after the idle timeout."""
+    env = names.worker_env(SOCNOC_INPUTS=orjson.dumps({names.alerts: {"format": "aitads"}}).decode())
+    _, rows = aitads_rows()
+    worker = workers(env)
+    await worker.wait_partitions()
+    internal = names.settings(**env).internal_topic()
+    async with Tail(names.bootstrap, internal, names.decisions) as tail:
+        for _, row in rows[:200]:
+            await producer.send(names.alerts, row, partition=0)  # partitions 1-3 stay empty
+        await producer.flush()
+        sources = {f"{names.alerts}:{p}" for p in range(4)}
+
+        def ticks() -> list[TickItem]:
+            items = (decode_item(r.value, r.headers) for r in tail.records[internal])
+            return [i for i in items if isinstance(i, TickItem)]
+
+        def announced_and_quiet() -> bool:
+            got = ticks()
+            return {t.source for t in got if t.start} == sources and {t.source for t in got if t.quiet} >= sources
+
+        # well inside the 30 s idle timeout: quiet comes after SOCNOC_ORDER_WAIT (0.5 s)
+        await until(announced_and_quiet, 15, "a start and a quiet tick for every input partition", worker)
+        # on every correlation partition, partition 0 is announced before its first alert
+        for part in {r.partition for r in tail.records[internal]}:
+            items = [decode_item(r.value, r.headers) for r in tail.records[internal] if r.partition == part]
+            first = next(i for i in items if getattr(i, "source", None) == f"{names.alerts}:0")
+            assert isinstance(first, TickItem) and first.start, "announced before anything else of the source"
+        assert not any(d["reason"].startswith("late") for d in tail.values(names.decisions))

@@ -105,13 +105,33 @@ async def _paced(
     return [m.offset for m in metas], time.monotonic()
 
 
+async def _split_workers(workers: Callable[..., WorkerProcess], env: dict[str, str]) -> WorkerProcess:
+    """A decode-only and a correlate-only worker (`SOCNOC_STAGES`); the correlating one."""
+    decoder = workers({**env, "SOCNOC_STAGES": "decode"}, "decoder")
+    correlator = workers({**env, "SOCNOC_STAGES": "correlate"}, "correlator")
+    body = await decoder.wait_partitions()
+    assert "decode" in body["stages"] and "correlate" not in body["stages"]
+
+    async def correlating() -> bool:
+        got = await correlator.health()
+        return got is not None and got[0] == 200 and bool(got[1]["stages"].get("correlate", {}).get("partitions"))
+
+    await until(correlating, 30, "the correlate-only worker to own its partitions", correlator)
+    got = await correlator.health()
+    assert got is not None and "decode" not in got[1]["stages"]
+    return correlator
+
+
+@pytest.mark.parametrize("layout", ["one worker", "stages on two processes"])
 async def test_aitads_attack_slice_stream_equals_replay(
     names: Names,
     workers: Callable[..., WorkerProcess],
     producer: AIOKafkaProducer,
     tmp_path: Path,
+    layout: str,
 ) -> None:
-    """The default: one engine sees every asset (`SOCNOC_PARTITION_BY=single`)."""
+    """The default: one engine sees every asset (`SOCNOC_PARTITION_BY=single`); the same with
+    decoding and correlation in separate workers (`SOCNOC_STAGES`)."""
     header, rows = aitads_rows()
     values = [row for _, row in rows]
     values[len(values) // 2 : len(values) // 2] = BAD_ROWS
@@ -120,8 +140,11 @@ async def test_aitads_attack_slice_stream_equals_replay(
     assert replayed_incidents, "the slice holds the attack's first incident"
 
     settings_env = {"SOCNOC_INPUTS": orjson.dumps({names.alerts: {"format": "aitads"}}).decode()}
-    worker = workers(names.worker_env(**settings_env))
-    await worker.wait_partitions()
+    if layout == "one worker":
+        worker = workers(names.worker_env(**settings_env))
+        await worker.wait_partitions()
+    else:
+        worker = await _split_workers(workers, names.worker_env(**settings_env))
     async with Tail(names.bootstrap, names.decisions, names.incidents) as tail:
         first_decision: list[float] = []
 

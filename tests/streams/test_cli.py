@@ -151,7 +151,14 @@ def test_bad_default_tz_is_a_usage_error(
 @pytest.mark.parametrize("command", ["worker", "gateway", "run"])
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("SOCNOC_INPUTS", "{"), ("SOCNOC_TEAM_TOPICS", '{"soc": "no spaces allowed"}'), ("SOCNOC_PARTITIONS", "-1")],
+    [
+        ("SOCNOC_INPUTS", "{"),
+        ("SOCNOC_TEAM_TOPICS", '{"soc": "no spaces allowed"}'),
+        ("SOCNOC_PARTITIONS", "-1"),
+        ("SOCNOC_STAGES", "decode,bogus"),
+        ("SOCNOC_STAGES", ","),
+        ("SOCNOC_STAGES", "[1"),
+    ],
 )
 def test_garbage_settings_are_a_usage_error_not_a_traceback(
     monkeypatch: pytest.MonkeyPatch, command: str, name: str, value: str

@@ -221,3 +221,53 @@ def test_a_partition_taken_over_with_nothing_new_still_goes_quiet() -> None:
     processor.feed(TickItem("in:0", 0.0, quiet=True))
     assert len(processor.reorder) == 0  # released
     assert processor.sources["in:0"] == mark  # and the source's progress is not lowered
+
+
+def test_announced_sources_hold_the_first_fetch_of_another_until_they_deliver_or_go_quiet() -> None:
+    """A decoder announces the input partitions it takes on before any alert: the first
+    fetch of `in:1` (its whole backlog) no longer races ahead of `in:0`'s older alerts."""
+    t = _timeline()
+    in_order = _run(Processor(_engine()), _in_order())
+    starts: list[Item] = [TickItem("in:0", 0.0, start=True), TickItem("in:1", 0.0, start=True)]
+    last = t["in:1"][-1].alert.time.timestamp()
+    backlog: list[Item] = [
+        *starts,
+        *t["in:1"],  # in:1's fetch first: held, in:0 has delivered nothing yet
+        *t["in:0"],
+        TickItem("in:0", t["in:0"][-1].alert.time.timestamp(), quiet=True),
+        TickItem("in:1", last, quiet=True),
+        FlushItem(),
+    ]
+    items = [decode_item(e.value, e.headers) for e in map(encode_item, backlog)]
+    processor = Processor(_engine())
+    got = _run(processor, items)
+    assert processor.correlator.stats.late == 0  # type: ignore[attr-defined]
+    assert _decisions(got) == _decisions(in_order)
+    # without the announcement, in:1's backlog goes first and in:0's alerts come late
+    unannounced = Processor(_engine())
+    _run(unannounced, [i for i in items if not (isinstance(i, TickItem) and i.start)])
+    assert unannounced.correlator.stats.late > 0  # type: ignore[attr-defined]
+
+
+def test_an_announced_source_that_stays_empty_stops_holding_when_quiet() -> None:
+    reorder = Reorder()
+    reorder.start("in:0")
+    item = AlertItem(alert(5, "db-1"), source="in:1")
+    assert list(reorder.push(item)) == []  # in:0 was taken on and has delivered nothing yet
+    assert list(reorder.progress("in:0", 0.0, quiet=True)) == [item]
+    # a re-announced source (a rebalance) holds again from its own progress, not from zero
+    reorder.start("in:1")
+    assert reorder.sources["in:1"].watermark == item.alert.time.timestamp()
+    assert reorder.sources["in:1"].holding
+
+
+def test_a_checkpoint_keeps_a_source_announced_but_not_yet_delivering() -> None:
+    processor = Processor(_engine())
+    processor.feed(TickItem("in:0", 0.0, start=True))
+    held = AlertItem(alert(5, "db-1"), source="in:1")
+    assert processor.feed(held) == []
+    restored = Processor.load(processor.dump(_snap()), _snap())
+    assert restored.reorder.sources["in:0"].watermark == -math.inf
+    assert len(restored.reorder) == 1
+    out = restored.feed(TickItem("in:0", 0.0, quiet=True))
+    assert [o.alert_id for o in out if isinstance(o, Decision)] == [] and len(restored.reorder) == 0

@@ -170,3 +170,21 @@ def test_team_targets(owners: tuple[str, ...], expected: list[str]) -> None:
     assert team_targets(routes, owners, "incidents") == expected
     assert team_targets({}, owners, "incidents") == []
     assert team_targets({"soc": "incidents"}, ("soc",), "incidents") == []  # never twice on the main topic
+
+
+@pytest.mark.parametrize(
+    ("value", "stages"),
+    [("decode", ("decode",)), (" correlate , decode ", ("correlate", "decode")), ('["correlate"]', ("correlate",))],
+)
+def test_stages_are_a_comma_separated_list(
+    monkeypatch: pytest.MonkeyPatch, value: str, stages: tuple[str, ...]
+) -> None:
+    monkeypatch.setenv("SOCNOC_STAGES", value)
+    assert Settings().stages == stages
+
+
+@pytest.mark.parametrize("value", ["", " , ", "decode,decode", "decoder", '["decode", 3]', "[", "{}"])
+def test_bad_stages_are_refused(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("SOCNOC_STAGES", value)
+    with pytest.raises((ValidationError, SettingsError)):
+        Settings()
