@@ -32,7 +32,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench.data import KAFKA_MAP, Records
-from bench.procs import die_with_parent
+from bench.procs import cpu_seconds, die_with_parent
 from streams.broker import free_port
 from streams.kafka import high_watermarks
 from streams.testing import commit_offsets, create_topics
@@ -40,6 +40,7 @@ from streams.testing import commit_offsets, create_topics
 __all__ = [
     "KafkaBench",
     "WorkerProcess",
+    "E2EResult",
     "RawProcess",
     "Tail",
     "LatencyResult",
@@ -288,6 +289,28 @@ class LatencyResult:
     p99_ms: float | None
     max_ms: float | None
     achieved_rate: float
+    # where the time goes (p50 / p99 ms, from the records' Kafka timestamps): producer ->
+    # internal record (decode stage), internal -> decision record (correlate stage),
+    # decision record -> read by the benchmark's consumer
+    hops: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class E2EResult:
+    """Worker throughput of one run (alerts/s): records produced live while it works (the
+    producer in this process competing for the cores), and on the backlog left when the
+    producer is done (None when under a fifth of the run was left)."""
+
+    live: float
+    backlog: float | None
+    backlog_alerts: int
+    # CPU per alert of the worker process(es) ("pipeline") and of the broker, over the run
+    cpu_us_per_alert: dict[str, float | None] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        """The backlog rate (the raw pipeline is measured on a backlog too), else the live one."""
+        return self.backlog if self.backlog is not None else self.live
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -310,6 +333,8 @@ class KafkaBench:
     internal_partitions: int = 8
     worker_env: dict[str, str] = field(default_factory=dict)
     worker_peak_rss: list[int] = field(default_factory=list)
+    broker_pid: int | None = None  # for CPU accounting
+    raw_cpu: list[dict[str, float | None]] = field(default_factory=list)  # per raw run, µs per alert
     # two workers, `SOCNOC_STAGES=decode` and `SOCNOC_STAGES=correlate`: a process (core) each
     split: bool = False
     _worker: WorkerProcess | None = None
@@ -414,12 +439,30 @@ class KafkaBench:
             async with Tail(self.bootstrap, self.raw_out, out, seen) as tail:
                 await raw.start(self.bootstrap, self.alerts, self.raw_out, offsets)
                 start = time.perf_counter()
+                cpu = self._cpu(raw)
                 await until(lambda: tail.count >= want or not raw.alive(), timeout_s, "raw outputs")
                 if tail.count < want:
                     raise RuntimeError(f"the raw pipeline stopped:\n{raw.log_tail()}")
+                self.raw_cpu.append(self._cpu_per_alert(cpu, self._cpu(raw), len(records)))
             return want / (last[0] - start)
         finally:
             raw.stop()
+
+    def _cpu(self, *children: _Child | None) -> tuple[float | None, float | None]:
+        """CPU seconds used so far by `children` (together) and by the broker."""
+        used = [cpu_seconds(c.proc.pid) for c in children if c is not None and c.proc is not None]
+        own = None if not used or None in used else sum(u for u in used if u is not None)
+        return own, cpu_seconds(self.broker_pid)
+
+    @staticmethod
+    def _cpu_per_alert(
+        before: tuple[float | None, float | None], after: tuple[float | None, float | None], alerts: int
+    ) -> dict[str, float | None]:
+        """µs of CPU per alert of the pipeline's processes and of the broker, between two `_cpu`s."""
+        return {
+            name: None if b is None or a is None or alerts <= 0 else round((a - b) / alerts * 1e6, 1)
+            for name, b, a in zip(("pipeline", "broker"), before, after, strict=True)
+        }
 
     # -- the worker ------------------------------------------------------------------
     async def start_worker(self) -> WorkerProcess:
@@ -469,12 +512,15 @@ class KafkaBench:
             self._worker.stop()
             self._worker = None
 
-    async def e2e_run(self, records: Records, timeout_s: float = 900.0) -> float:
-        """Alerts/s through the worker: first send -> the last input's decision received."""
+    async def e2e_run(self, records: Records, timeout_s: float = 900.0) -> E2EResult:
+        """Alerts/s through the worker, produced live (first send -> the last input's decision
+        received), and on the backlog left when the producer is done (that backlog's decisions
+        over the time they took: the worker alone, as the raw pipeline is measured)."""
         await self.start_worker()
         wanted = set(records.ids)
         decided: set[str] = set()
         last = [0.0]
+        at_end: list[tuple[int, float]] = []  # decisions received when the producer was done
 
         def seen(batch: list[Any], now: float) -> None:
             for rec in batch:
@@ -486,7 +532,9 @@ class KafkaBench:
 
         offsets = await ends(self.bootstrap, self.decisions)
         async with Tail(self.bootstrap, self.decisions, offsets, seen):
+            cpu = self._cpu(self._worker, self._decoder)
             start = await self.produce(records)
+            at_end.append((len(decided), time.perf_counter()))
 
             def done() -> bool:
                 if not self.workers_alive():
@@ -494,7 +542,12 @@ class KafkaBench:
                 return len(decided) >= len(wanted)
 
             await until(done, timeout_s, f"decisions for {len(wanted)} alerts")
-        return len(records) / (last[0] - start)
+            used = self._cpu_per_alert(cpu, self._cpu(self._worker, self._decoder), len(records))
+        live = len(records) / (last[0] - start)
+        backlog, produced_at = len(wanted) - at_end[0][0], at_end[0][1]
+        # a backlog of a fifth of the run at least, or the live figure is all there is
+        drain = backlog / (last[0] - produced_at) if backlog >= len(wanted) / 5 and last[0] > produced_at else None
+        return E2EResult(live=live, backlog=drain, backlog_alerts=backlog, cpu_us_per_alert=used)
 
     async def latency_run(self, records: Records, rate: float, timeout_s: float = 900.0) -> LatencyResult:
         """Steady load at `rate`/s; latency of each alert whose decision is due on arrival.
@@ -508,14 +561,17 @@ class KafkaBench:
         wanted = set(records.ids)
         stamps: dict[str, float] = {}
         arrived: dict[str, tuple[float, bytes | None]] = {}
+        decision_ts: dict[str, tuple[int, float]] = {}  # decision record timestamp, epoch ms read
 
         def seen(batch: list[Any], now: float) -> None:
+            epoch_ms = time.time() * 1000
             for rec in batch:
                 if rec.key is None:
                     continue
                 key = rec.key.decode()
                 if key in wanted and key not in arrived:
                     arrived[key] = (now, _header(rec.headers, SRC_HEADER))
+                    decision_ts[key] = (rec.timestamp, epoch_ms)
 
         internal_from = await ends(self.bootstrap, self.internal)
         offsets = await ends(self.bootstrap, self.decisions)
@@ -529,12 +585,18 @@ class KafkaBench:
                 return len(arrived) >= len(wanted)
 
             await until(done, timeout_s, f"decisions for {len(wanted)} alerts")
-        own = await self._internal_sources(internal_from, wanted)
-        latencies = [
-            (arrived[a][0] - stamps[a]) * 1000.0
-            for a in records.ids
-            if arrived[a][1] is not None and own.get(arrived[a][1]) == a  # type: ignore[arg-type]
-        ]
+        internal_ts: dict[str, int] = {}
+        own = await self._internal_sources(internal_from, wanted, internal_ts)
+        sent_ts = await self._input_times(wanted)
+        mine = [a for a in records.ids if arrived[a][1] is not None and own.get(arrived[a][1]) == a]  # type: ignore[arg-type]
+        latencies = [(arrived[a][0] - stamps[a]) * 1000.0 for a in mine]
+        spans: dict[str, list[float]] = {"decode": [], "correlate": [], "deliver": []}
+        for a in mine:
+            if a in sent_ts and a in internal_ts:
+                spans["decode"].append(internal_ts[a] - sent_ts[a])
+                spans["correlate"].append(decision_ts[a][0] - internal_ts[a])
+                spans["deliver"].append(decision_ts[a][1] - decision_ts[a][0])
+        hops = {name: (percentile(v, 0.50), percentile(v, 0.99)) for name, v in spans.items()}
         return LatencyResult(
             rate=rate,
             sent=len(records),
@@ -544,10 +606,42 @@ class KafkaBench:
             p99_ms=percentile(latencies, 0.99),
             max_ms=max(latencies) if latencies else None,
             achieved_rate=len(records) / sent_s if sent_s > 0 else 0.0,
+            hops=hops,
         )
 
-    async def _internal_sources(self, start: dict[int, int], wanted: set[str]) -> dict[bytes, str]:
-        """`<partition>:<offset>` -> alert id of the internal alert records since `start`."""
+    async def _input_times(self, wanted: set[str]) -> dict[str, int]:
+        """Alert id -> Kafka timestamp (ms) of its input record (the producer's create time)."""
+        found: dict[str, int] = {}
+        end = await ends(self.bootstrap, self.alerts)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=None, client_id="bench-input", enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            tps = [TopicPartition(self.alerts, p) for p in sorted(end)]
+            consumer.assign(tps)
+            for tp in tps:  # the run's records are the last len(wanted)+1 of the topic
+                consumer.seek(tp, max(0, end[tp.partition] - len(wanted) - 1))
+            pending = {tp for tp in tps if end[tp.partition] > 0}
+            deadline = time.monotonic() + 120
+            while pending and time.monotonic() < deadline:
+                batch = await consumer.getmany(*pending, timeout_ms=200, max_records=20_000)
+                for tp, recs in batch.items():
+                    for rec in recs:
+                        alert_id = orjson.loads(rec.value).get("id") if rec.value else None
+                        if alert_id in wanted:
+                            found[alert_id] = rec.timestamp
+                        if rec.offset + 1 >= end[tp.partition]:
+                            pending.discard(tp)
+        finally:
+            await consumer.stop()
+        return found
+
+    async def _internal_sources(
+        self, start: dict[int, int], wanted: set[str], stamps: dict[str, int] | None = None
+    ) -> dict[bytes, str]:
+        """`<partition>:<offset>` -> alert id of the internal alert records since `start`
+        (and, into `stamps`, each alert's internal record timestamp)."""
         end = await ends(self.bootstrap, self.internal)
         found: dict[bytes, str] = {}
         consumer = AIOKafkaConsumer(
@@ -569,6 +663,8 @@ class KafkaBench:
                             alert_id = orjson.loads(rec.value).get("id")
                             if alert_id in wanted:
                                 found[f"{tp.partition}:{rec.offset}".encode()] = alert_id
+                                if stamps is not None:
+                                    stamps[alert_id] = rec.timestamp
                         if rec.offset + 1 >= end[tp.partition]:
                             pending.discard(tp)
         finally:

@@ -121,6 +121,8 @@ class Report:
     state: list[dict[str, Any]] = field(default_factory=list)
     raw: list[float] = field(default_factory=list)
     e2e: list[float] = field(default_factory=list)
+    e2e_runs: list[dict[str, Any]] = field(default_factory=list)  # live and backlog rates of each run
+    raw_cpu: list[dict[str, Any]] = field(default_factory=list)  # CPU µs per alert: pipeline, broker
     latency: list[dict[str, Any]] = field(default_factory=list)
     worker_peak_rss_mb: list[float] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -236,17 +238,24 @@ async def _kafka_phase(cfg: Config, report: Report, base: BaseData) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     broker = EmbeddedBroker(log_path=workdir / "tansu.log")
     broker.start()
-    bench = KafkaBench(broker.bootstrap, workdir, split=cfg.split)
+    bench = KafkaBench(broker.bootstrap, workdir, split=cfg.split, broker_pid=broker.pid)
     try:
         await bench.setup()
         for i in range(cfg.runs):
             raw = await bench.raw_run(kafka_records(base, 0, cfg.e2e_alerts, run=f"raw{i}"))
             report.raw.append(raw)
-            _progress(f"raw pipeline run {i + 1}/{cfg.runs}: {raw:,.0f} alerts/s")
-            e2e = await bench.e2e_run(kafka_records(base, 0, cfg.e2e_alerts, run=f"e2e{i}"))
+            report.raw_cpu.append(bench.raw_cpu[-1] if bench.raw_cpu else {})
+            _progress(f"raw pipeline run {i + 1}/{cfg.runs}: {raw:,.0f} alerts/s; CPU µs/alert {report.raw_cpu[-1]}")
+            run = await bench.e2e_run(kafka_records(base, 0, cfg.e2e_alerts, run=f"e2e{i}"))
             bench.stop_worker()
+            e2e = run.rate
             report.e2e.append(e2e)
-            _progress(f"e2e run {i + 1}/{cfg.runs}: {e2e:,.0f} alerts/s ({e2e / raw:.3f} of raw)")
+            report.e2e_runs.append(asdict(run))
+            _progress(
+                f"e2e run {i + 1}/{cfg.runs}: {e2e:,.0f} alerts/s ({e2e / raw:.3f} of raw; live {run.live:,.0f}/s, "
+                f"backlog of {run.backlog_alerts:,} {'n/a' if run.backlog is None else f'{run.backlog:,.0f}/s'}); "
+                f"CPU µs/alert {run.cpu_us_per_alert}"
+            )
         rate = (median(report.e2e) or 0.0) / 2
         count = max(100, int(rate * cfg.latency_seconds))
         for i in range(cfg.runs):
@@ -255,7 +264,8 @@ async def _kafka_phase(cfg: Config, report: Report, base: BaseData) -> None:
             report.latency.append(asdict(lat))
             _progress(
                 f"latency run {i + 1}/{cfg.runs} at {rate:,.0f}/s: p50 {_ms(lat.p50_ms)}, p99 {_ms(lat.p99_ms)} "
-                f"({lat.on_arrival}/{lat.sent} decided on arrival)"
+                f"({lat.on_arrival}/{lat.sent} decided on arrival); p50/p99 by hop: "
+                + ", ".join(f"{hop} {_ms(p50)}/{_ms(p99)}" for hop, (p50, p99) in lat.hops.items())
             )
     finally:
         bench.stop_worker()

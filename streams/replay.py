@@ -126,10 +126,20 @@ def format_options(fmt: str, map_spec: str | None) -> dict[str, str]:
 
 def _adapters(paths: Sequence[Path], fmt: str, options: dict[str, str]) -> list[Adapter]:
     """One adapter per file (a CSV's header is its own); bad options are UnusableArgument."""
-    adapters = []
+    adapters: list[Adapter] = []
+    named: dict[str, Path] = {}
     for path in paths:
         if not path.is_file():
             raise UnusableArgument(f"{path}: no such file")
+        first = named.setdefault(path.name, path)
+        if len(named) < len(adapters) + 1:
+            # ids without a native one are `<file name>:<line>`: the second file's alerts
+            # would pass for redeliveries of the first's and get no decision
+            same = first.resolve() == path.resolve()
+            raise UnusableArgument(
+                f"{path}: given twice" if same else f"{first} and {path} have the same file name, and alert "
+                f"ids are `<file name>:<line>`: their alerts would collide; rename one or replay them apart"
+            )
         try:
             adapters.append(adapter_for_file(path, fmt, options))
         except SocnocError as exc:

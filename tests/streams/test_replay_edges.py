@@ -239,3 +239,22 @@ def test_core_bookkeeping_bugs_are_loud(tmp_path: Path, fault: str, message: str
     path.write_bytes(bgl_line(1117838500) + b"\n" + bgl_line(1117838501) + b"\n")
     with pytest.raises(DecisionMismatch, match=message):
         replay([path], "bgl", Faulty(fault), tmp_path / "out")
+
+
+def test_two_inputs_with_one_file_name_are_refused_not_half_decided(
+    tmp_path: Path, alarms: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ids are `<file name>:<line>`: a second `x.log` would pass for a redelivery of the first
+    and its alerts would get no decision. Refused before anything is written."""
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "x.log").write_bytes(alarms.read_bytes())
+    out = tmp_path / "o"
+    a, b = tmp_path / "a" / "x.log", tmp_path / "b" / "x.log"
+    assert main(["replay", str(a), str(b), "--format", "bgl", "--out", str(out)]) == 2
+    assert "same file name" in capsys.readouterr().err
+    again = tmp_path / "a" / ".." / "a" / "x.log"
+    assert main(["replay", str(a), str(again), "--format", "bgl", "--out", str(out)]) == 2
+    assert "given twice" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["replay", str(a), "--format", "bgl", "--out", str(out)]) == 0  # one of them is fine
