@@ -613,28 +613,14 @@ class KafkaBench:
         """Alert id -> Kafka timestamp (ms) of its input record (the producer's create time)."""
         found: dict[str, int] = {}
         end = await ends(self.bootstrap, self.alerts)
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=None, client_id="bench-input", enable_auto_commit=False
-        )
-        await consumer.start()
-        try:
-            tps = [TopicPartition(self.alerts, p) for p in sorted(end)]
-            consumer.assign(tps)
-            for tp in tps:  # the run's records are the last len(wanted)+1 of the topic
-                consumer.seek(tp, max(0, end[tp.partition] - len(wanted) - 1))
-            pending = {tp for tp in tps if end[tp.partition] > 0}
-            deadline = time.monotonic() + 120
-            while pending and time.monotonic() < deadline:
-                batch = await consumer.getmany(*pending, timeout_ms=200, max_records=20_000)
-                for tp, recs in batch.items():
-                    for rec in recs:
-                        alert_id = orjson.loads(rec.value).get("id") if rec.value else None
-                        if alert_id in wanted:
-                            found[alert_id] = rec.timestamp
-                        if rec.offset + 1 >= end[tp.partition]:
-                            pending.discard(tp)
-        finally:
-            await consumer.stop()
+
+        def record(rec: Any) -> None:
+            alert_id = orjson.loads(rec.value).get("id") if rec.value else None
+            if alert_id in wanted:
+                found[alert_id] = rec.timestamp
+
+        # the run's records are the last len(wanted)+1 of the topic
+        await self._read(self.alerts, {p: max(0, o - len(wanted) - 1) for p, o in end.items()}, end, record)
         return found
 
     async def _internal_sources(
@@ -642,14 +628,29 @@ class KafkaBench:
     ) -> dict[bytes, str]:
         """`<partition>:<offset>` -> alert id of the internal alert records since `start`
         (and, into `stamps`, each alert's internal record timestamp)."""
-        end = await ends(self.bootstrap, self.internal)
         found: dict[bytes, str] = {}
+
+        def record(rec: Any) -> None:
+            if _header(rec.headers, KIND_HEADER) == b"alert" and rec.value:
+                alert_id = orjson.loads(rec.value).get("id")
+                if alert_id in wanted:
+                    found[f"{rec.partition}:{rec.offset}".encode()] = alert_id
+                    if stamps is not None:
+                        stamps[alert_id] = rec.timestamp
+
+        await self._read(self.internal, start, await ends(self.bootstrap, self.internal), record)
+        return found
+
+    async def _read(
+        self, topic: str, start: dict[int, int], end: dict[int, int], record: Callable[[Any], None]
+    ) -> None:
+        """Every record of `topic` from `start` to `end` (offsets by partition), to `record`."""
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=None, client_id="bench-internal", enable_auto_commit=False
+            bootstrap_servers=self.bootstrap, group_id=None, client_id="bench-read", enable_auto_commit=False
         )
         await consumer.start()
         try:
-            tps = [TopicPartition(self.internal, p) for p in sorted(end)]
+            tps = [TopicPartition(topic, p) for p in sorted(end)]
             consumer.assign(tps)
             for tp in tps:
                 consumer.seek(tp, start.get(tp.partition, 0))
@@ -659,14 +660,8 @@ class KafkaBench:
                 batch = await consumer.getmany(*pending, timeout_ms=200, max_records=20_000)
                 for tp, recs in batch.items():
                     for rec in recs:
-                        if _header(rec.headers, KIND_HEADER) == b"alert" and rec.value:
-                            alert_id = orjson.loads(rec.value).get("id")
-                            if alert_id in wanted:
-                                found[f"{tp.partition}:{rec.offset}".encode()] = alert_id
-                                if stamps is not None:
-                                    stamps[alert_id] = rec.timestamp
+                        record(rec)
                         if rec.offset + 1 >= end[tp.partition]:
                             pending.discard(tp)
         finally:
             await consumer.stop()
-        return found
