@@ -100,13 +100,20 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.changes_topic, n, compact),
         TopicSpec(settings.feedback_topic, n, compact),
         TopicSpec(settings.internal_topic(), n),
-        TopicSpec(settings.checkpoint_topic(), n, compact + big),
+        TopicSpec(settings.checkpoint_topic(), n, compact + big + _keep_older_checkpoints(settings)),
         TopicSpec(settings.decisions_topic, n),
         TopicSpec(settings.incidents_topic, n),
         TopicSpec(settings.dlq_topic, n, big),
     ]
     specs += [TopicSpec(name, n) for name in settings.team_topic_names()]
     return specs
+
+
+def _keep_older_checkpoints(settings: Settings) -> tuple[tuple[str, str], ...]:
+    """Compaction keeps a partition's older checkpoints for ten intervals (a minute at least):
+    a worker that finds the newest one corrupt falls back to one of them, not to a full replay."""
+    lag_ms = max(60_000, int(settings.checkpoint_interval.total_seconds() * 10_000))
+    return (("min.compaction.lag.ms", str(lag_ms)),)
 
 
 async def ensure_topics(settings: Settings, specs: Iterable[TopicSpec]) -> list[str]:

@@ -89,6 +89,11 @@ def test_topics_socnoc_creates(monkeypatch: pytest.MonkeyPatch) -> None:
     assert {"soc.alerts", "noc.events", "prod.by-asset", "prod.checkpoints", "incidents"} <= set(specs)
     assert ("cleanup.policy", "compact") in specs["ctx.assets"].config
     assert ("cleanup.policy", "compact") in specs["prod.checkpoints"].config
+    # older checkpoints outlive compaction for ten intervals: a corrupt newest one has a fallback
+    assert ("min.compaction.lag.ms", "60000") in specs["prod.checkpoints"].config
+    monkeypatch.setenv("SOCNOC_CHECKPOINT_INTERVAL", "30s")
+    slow = {s.name: s for s in topic_specs(Settings())}
+    assert ("min.compaction.lag.ms", "300000") in slow["prod.checkpoints"].config
 
 
 def test_source_clock_ticks_progress_then_idleness() -> None:
