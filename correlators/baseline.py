@@ -14,6 +14,8 @@ from dataclasses import dataclass
 __all__ = ["SignatureStats", "Baseline", "Familiarity"]
 
 _LN2 = math.log(2.0)
+# one shared int per hour of day (bits 8-23 are not small ints: each observation made its own)
+_HOUR_BITS = tuple(1 << hour for hour in range(24))
 
 
 @dataclass(slots=True)
@@ -63,8 +65,13 @@ class Baseline:
         elsewhere = self._assets_with.get(signature, 0)
         if stats is None:
             return Familiarity(0.0, 0, 0, 0.0, elsewhere)
-        count = stats.decayed(now, self._half_life)
-        span_h = max(1.0, (now - stats.first) / 3600.0)
+        # stats.decayed(now, half_life), inline (once per alert)
+        count = stats.count
+        if now > stats.last:
+            count *= math.exp(-_LN2 * (now - stats.last) / self._half_life)
+        span_h = (now - stats.first) / 3600.0
+        if not span_h > 1.0:  # max(1.0, span_h)
+            span_h = 1.0
         return Familiarity(count, stats.total, stats.hours.bit_count(), stats.total / span_h, elsewhere - 1)
 
     def is_routine(self, fam: Familiarity) -> bool:
@@ -77,14 +84,16 @@ class Baseline:
         if per_asset is None:
             per_asset = self._stats[asset] = {}
         stats = per_asset.get(signature)
-        hour_bit = 1 << int((now // 3600) % 24)
+        hour_bit = _HOUR_BITS[int((now // 3600) % 24)]
         if stats is None:
             per_asset[signature] = SignatureStats(1.0, now, now, hour_bit, 1)
             self._assets_with[signature] = self._assets_with.get(signature, 0) + 1
             return
-        stats.count = stats.decayed(now, self._half_life) + 1.0
-        if now > stats.last:
+        if now > stats.last:  # stats.decayed(now, half_life) + 1, inline (once per alert)
+            stats.count = stats.count * math.exp(-_LN2 * (now - stats.last) / self._half_life) + 1.0
             stats.last = now
+        else:
+            stats.count += 1.0
         stats.hours |= hour_bit
         stats.total += 1
 

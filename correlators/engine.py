@@ -19,7 +19,7 @@ from correlators.baseline import Baseline, Familiarity
 from correlators.config import EngineConfig
 from correlators.explain import Explainer
 from correlators.identity import Identity
-from correlators.lifecycle import IncidentState, incident_id, to_dt
+from correlators.lifecycle import IncidentState, incident_id, kind_of, to_dt
 from correlators.ruleset import Finding, RuleSet
 from correlators.scoring import (
     FIRST_WEIGHT,
@@ -31,7 +31,7 @@ from correlators.scoring import (
 )
 from correlators.topology import Precedence, Topology
 from correlators.types import Output
-from correlators.windows import Window
+from correlators.windows import Waiting, Window
 from schemas.context import Asset, Change, Exposure, Feedback, FeedbackKind
 from schemas.models import (
     SCHEMA_VERSION,
@@ -54,6 +54,12 @@ __all__ = ["Engine", "EngineStats"]
 
 _FAR_FUTURE = 4102444800.0  # 2100-01-01
 _MAX_ROTATIONS = 64  # pinned assets (waiting window, live incident) skipped per eviction pass
+# enum members as module constants: `Domain.OPS` is a class attribute lookup through the enum
+# metaclass (~65 ns) and the hot path asks a dozen of them per alert
+_INCIDENT, _NOISE, _DUPLICATE = Disposition.INCIDENT, Disposition.NOISE, Disposition.DUPLICATE
+_OPS, _SECURITY = Domain.OPS, Domain.SECURITY
+_FIRING, _RESOLVED = Status.FIRING, Status.RESOLVED
+_HIGH_RANK = SEVERITY_RANK[Severity.HIGH]
 
 
 class EngineStats:
@@ -141,6 +147,8 @@ class Engine:
         self._campaign_span = cfg.campaign_window.total_seconds()
         self._flap_span = cfg.flap_window.total_seconds()
         self._max_assets = cfg.max_assets
+        self._caps_pair = (cfg.max_alert_ids_per_event, cfg.max_timeline)  # the config is frozen
+        self._max_seen = cfg.max_seen_ids
         # context last: an acknowledgement looks up incidents, so state must exist first
         for asset in assets or ():
             self.on_context(asset)
@@ -212,7 +220,7 @@ class Engine:
             self.stats.late += 1
         self._decide(alert, asset, ts, late, out)
         self.baseline.observe(asset, alert.signature, ts)
-        if alert.domain is Domain.OPS and alert.status is Status.FIRING:
+        if alert.domain is _OPS and alert.status is _FIRING:
             self.precedence.observe(ts, asset, alert.signature, self.topology.neighbours(asset))
         # after the alert made its state: evicting first forgot this (newest) asset while its
         # baseline and window were created just after, untracked and never evicted again
@@ -247,7 +255,8 @@ class Engine:
 
     # -- decision flow -----------------------------------------------------------------
     def _decide(self, alert: Alert, asset: str, ts: float, late: bool, out: list[Output]) -> None:
-        verdict = self.explainer.verdict(alert, asset)
+        explainer = self.explainer
+        verdict = explainer.verdict(alert, asset) if explainer.has_feedback else None
         if verdict is not None:
             who = f" by {verdict.analyst}" if verdict.analyst else ""
             note = f": {verdict.note}" if verdict.note else ""
@@ -257,12 +266,12 @@ class Engine:
         if rule is not None:
             self._noise(alert, asset, f"suppressed by rule {rule.id}: {rule.reason}", out)
             return
-        explained = self.explainer.change_reason(alert, asset)
+        explained = explainer.change_reason(alert, asset) if explainer.has_changes else None
         if explained is not None:
             self._noise(alert, asset, explained, out)
             return
         severity, sev_rule = self.rules.severity(alert)
-        if alert.status is Status.RESOLVED:
+        if alert.status is _RESOLVED:
             self._recovery(alert, asset, severity, ts, out)
             return
         fam = self.baseline.familiarity(asset, alert.signature, ts)
@@ -270,7 +279,8 @@ class Engine:
         if self.rules.over_cap:
             self.stats.rule_groups_over_cap += self.rules.over_cap
             self.rules.over_cap = 0
-        flapping = self._flapping(alert, asset, ts)
+        # a firing alert only flaps where a recovery left toggles (`_flapping` makes none for it)
+        flapping = asset in self._toggles and self._flapping(alert, asset, ts)
         routine = self.baseline.is_routine(fam) and not findings and not flapping
         inc = self._live_incident(asset, ts)
         if inc is not None and not self._fits(inc, alert):
@@ -278,7 +288,7 @@ class Engine:
         if inc is not None and (
             not routine or (asset, alert.signature) in inc.evidence or alert.domain not in inc.domains
         ):
-            if not routine and alert.domain is Domain.SECURITY:
+            if not routine and alert.domain is _SECURITY:
                 other = self._campaign(alert, asset, ts)
                 if other is not None and other.id != inc.id:
                     loser, inc = sorted((inc, other), key=lambda i: (i.opened_at, i.id), reverse=True)
@@ -293,20 +303,20 @@ class Engine:
                 alert, asset, f"late: {self._clock - ts:.0f} s behind the watermark, no open incident on {asset}", out
             )
             return
-        if alert.domain is Domain.OPS and not routine:
-            parent = self._parent_incident(alert, asset, ts)
+        if alert.domain is _OPS and not routine:
+            parent = self._parent_incident(alert.signature, asset, ts)
             if parent is not None:
                 parent.consequences += 1
                 note = f"consequence of {parent.root.asset} {parent.root_signature} (incident {parent.id})"
                 self._join(parent, alert, asset, severity, note, ts, out)
                 return
-        if alert.domain is Domain.OPS:
+        if alert.domain is _OPS:
             sec = self._corroborates(alert, asset, fam, ts)
             if sec is not None:
                 note = f"ops symptom on {asset} during security incident {sec.id} on {sec.root.asset}"
                 self._join(sec, alert, asset, severity, note, ts, out)
                 return
-        if alert.domain is Domain.SECURITY and not routine:
+        if alert.domain is _SECURITY and not routine:
             camp = self._campaign(alert, asset, ts)
             if camp is not None:
                 span = self.cfg.campaign_window
@@ -319,32 +329,32 @@ class Engine:
         warm = (
             self._first is not None
             and ts < self._first + self._warmup
-            and SEVERITY_RANK[severity] < SEVERITY_RANK[Severity.HIGH]
+            and SEVERITY_RANK[severity] < _HIGH_RANK
             and not findings
             and not flapping
         )
         self._evidence(alert, asset, severity, fam, findings, flapping, sev_rule, ts, out, warm=warm)
 
-    def _root_of(self, window: Window) -> tuple[Alert, set[str]]:
+    def _root_of(self, window: Window) -> tuple[Waiting, set[str]]:
         """Root alert of a window, and the ids of ops alarms that are not plausible effects of it.
 
         Security windows: the first alert is the root. Ops windows: the alarm type that explains
         first alarm; later alarms that are not learned effects of it are kept apart.
         """
-        first, _ = window.pending[0]
-        if Domain.SECURITY in window.domains:
+        first = window.pending[0]
+        if _SECURITY in window.domains:
             return first, set()
         best = first
         apart = {
             a.id
-            for a, _ in window.pending
-            if a.domain is Domain.OPS and not self.precedence.plausible(best.signature, a.signature)
+            for a in window.pending
+            if a.domain is _OPS and not self.precedence.plausible(best.signature, a.signature)
         }
         return best, apart
 
     def _fits(self, inc: IncidentState, alert: Alert) -> bool:
         """An ops alarm joins an operational incident only as the root's type or a plausible effect."""
-        if alert.domain is not Domain.OPS or Domain.SECURITY in inc.domains:
+        if alert.domain is not _OPS or _SECURITY in inc.domains:
             return True
         return self.precedence.plausible(inc.root_signature, alert.signature)
 
@@ -464,19 +474,19 @@ class Engine:
         inc.note_reason(f"{asset}: {explanation}")
         self._open_by_asset[asset] = inc.id
         inc.evidence.update((asset, sig) for sig, ev in window.evidence.items() if ev.weight > 0)
-        for alert, severity in window.pending:
+        for alert in window.pending:
             if alert.id in apart:
                 reason = (
                     f"window on {asset} opened incident {inc.id}, but {alert.signature} is not a "
                     f"known effect of its root {first.signature}: kept apart"
                 )
-                out.append(self._decision(alert, asset, Disposition.NOISE, reason, None))
+                out.append(self._decision(alert, asset, _NOISE, reason, None))
                 continue
-            inc.add(alert, asset, severity, "", self._caps())
+            inc.add(alert, asset, alert.severity, "", self._caps())
             self._capped(inc)
             self._sig_incident[alert.signature] = (inc.id, ts)
             reason = f"evidence in incident {inc.id}: {explanation}"
-            out.append(self._decision(alert, asset, Disposition.INCIDENT, reason, inc))
+            out.append(self._decision(alert, asset, _INCIDENT, reason, inc))
         if opening:
             inc.updated_at = ts
             out.append(inc.event(LifecycleEvent.OPENED, ts))
@@ -490,16 +500,25 @@ class Engine:
         if inc.resolved_at is not None:
             inc.resolved_at = None
             inc.note_reason(f"reopened at {_when(ts)} on new evidence")
-        self._open_by_asset.setdefault(asset, inc.id)
+        inc_id = inc.id
+        self._open_by_asset.setdefault(asset, inc_id)
         if asset not in inc.assets:
             inc.owners |= self._owners(asset)
-        inc.add(alert, asset, severity, note, self._caps())
-        self._capped(inc)
-        self._sig_incident[alert.signature] = (inc.id, ts)
-        reason = f"joins open incident {inc.id} on {inc.root.asset}: {note}"
-        out.append(self._decision(alert, asset, Disposition.INCIDENT, reason, inc))
-        self._mark(inc, ts, out)
-        self._arm_quiet(inc)
+        inc.add(alert, asset, severity, note, self._caps_pair, ts)
+        if inc.alert_count == self._caps_pair[0] + 1:
+            self.stats.incidents_capped += 1
+        self._sig_incident[alert.signature] = (inc_id, ts)
+        reason = f"joins open incident {inc_id} on {inc.root.asset}: {note}"
+        out.append(self._decision(alert, asset, _INCIDENT, reason, inc))
+        # self._mark(inc, ts, out) and self._arm_quiet(inc), inline: once per joining alert
+        if ts - inc.last_emit >= self._interval:
+            out.append(inc.event(LifecycleEvent.UPDATED, ts))
+            self._dirty.discard(inc_id)
+        else:
+            self._dirty.add(inc_id)
+        if inc_id not in self._quiet_armed:
+            self._quiet_armed.add(inc_id)
+            heapq.heappush(self._quiet_heap, (inc.last_activity + self._quiet, inc_id))
 
     def _recovery(self, alert: Alert, asset: str, severity: Severity, ts: float, out: list[Output]) -> None:
         inc = self._condition_incident(asset, alert.signature, ts)
@@ -507,10 +526,10 @@ class Engine:
             self._flapping(alert, asset, ts)
             self._noise(alert, asset, f"recovery of {alert.signature} on {asset}: no open incident holds it", out)
             return
-        inc.add(alert, asset, severity, "recovery", self._caps())
+        inc.add(alert, asset, severity, "recovery", self._caps(), ts)
         self._capped(inc)
         reason = f"recovery of {alert.signature} on {asset} in incident {inc.id}"
-        out.append(self._decision(alert, asset, Disposition.INCIDENT, reason, inc))
+        out.append(self._decision(alert, asset, _INCIDENT, reason, inc))
         flapping = self._flapping(alert, asset, ts)
         if inc.all_clear() and not flapping and not inc.flapping and inc.resolved_at is None:
             inc.resolved_at = ts
@@ -533,14 +552,14 @@ class Engine:
             reason = (
                 f"duplicate of {prev[1]}: {alert.signature} repeated {count} times on {asset} since {_when(prev[0])}"
             )
-            out.append(self._decision(alert, asset, Disposition.DUPLICATE, reason, None))
+            out.append(self._decision(alert, asset, _DUPLICATE, reason, None))
             return
         memory[key] = (ts, alert.id, 1)
         reason = (
             f"routine: {alert.signature} seen {fam.total} times on {asset} "
             f"(~{fam.rate_per_hour:.1f}/h, in {fam.hours_seen} distinct hours of day)"
         )
-        out.append(self._decision(alert, asset, Disposition.NOISE, reason, None))
+        out.append(self._decision(alert, asset, _NOISE, reason, None))
 
     # -- cross-asset grouping ----------------------------------------------------------
     def _live_incident(self, asset: str, ts: float) -> IncidentState | None:
@@ -555,7 +574,7 @@ class Engine:
         del self._open_by_asset[asset]
         return None
 
-    def _parent_incident(self, alert: Alert, asset: str, ts: float) -> IncidentState | None:
+    def _parent_incident(self, signature: str, asset: str, ts: float) -> IncidentState | None:
         near = self.topology.upstream(asset) | self.topology.neighbours(asset)
         span = self.cfg.topology_window.total_seconds()
         best: IncidentState | None = None
@@ -568,7 +587,7 @@ class Engine:
                 continue
             if inc.kind.value == "security":
                 continue
-            if not self.precedence.plausible(inc.root_signature, alert.signature):
+            if not self.precedence.plausible(inc.root_signature, signature):
                 continue
             if best is None or inc.opened_at < best.opened_at:
                 best = inc
@@ -581,7 +600,7 @@ class Engine:
         inc = self._incidents[hit[0]]
         if inc.resolved_at is not None or ts - hit[1] > self._campaign_span:
             return None
-        if asset in inc.assets or Domain.SECURITY not in inc.domains:
+        if asset in inc.assets or _SECURITY not in inc.domains:
             return None
         return inc
 
@@ -593,7 +612,7 @@ class Engine:
         best: IncidentState | None = None
         for inc_id in sorted(set(self._open_by_asset.values())):
             inc = self._incidents[inc_id]
-            if inc.resolved_at is not None or Domain.SECURITY not in inc.domains:
+            if inc.resolved_at is not None or _SECURITY not in inc.domains:
                 continue
             if ts - inc.last_activity > span or inc.raw < 1.5 * self.cfg.open_threshold:
                 continue
@@ -609,7 +628,7 @@ class Engine:
         When the window's signatures are live in several security incidents, they are one
         campaign: the others are merged into the oldest.
         """
-        if Domain.SECURITY in window.domains:
+        if _SECURITY in window.domains:
             span = self._campaign_span
             found: dict[str, IncidentState] = {}
             for sig in sorted(window.evidence):
@@ -617,7 +636,7 @@ class Engine:
                 if hit is None or ts - hit[1] > span:
                     continue
                 inc = self._incidents[hit[0]]
-                if inc.resolved_at is None and Domain.SECURITY in inc.domains:
+                if inc.resolved_at is None and _SECURITY in inc.domains:
                     found[inc.id] = inc
             if not found:
                 return None
@@ -625,8 +644,7 @@ class Engine:
             for other in ordered[1:]:
                 self._merge(other, ordered[0], ts, out)
             return ordered[0]
-        first, _ = window.pending[0]
-        return self._parent_incident(first, window.asset, ts)
+        return self._parent_incident(window.pending[0].signature, window.asset, ts)
 
     def _merge(self, loser: IncidentState, winner: IncidentState, ts: float, out: list[Output]) -> None:
         """Fold one incident into another: `merged` event for the loser, update for the winner."""
@@ -669,12 +687,12 @@ class Engine:
         key = alert.signature
         per_asset = self._toggles.get(asset)
         marks = per_asset.get(key) if per_asset is not None else None
-        if alert.status is Status.RESOLVED or marks is not None:
+        if alert.status is _RESOLVED or marks is not None:
             if per_asset is None:
                 per_asset = self._toggles[asset] = {}
             if marks is None:
                 marks = per_asset[key] = []
-            if not marks or (len(marks) % 2 == 0) == (alert.status is Status.FIRING):
+            if not marks or (len(marks) % 2 == 0) == (alert.status is _FIRING):
                 marks.append(ts)
             horizon = ts - self._flap_span
             while marks and marks[0] < horizon:
@@ -809,9 +827,9 @@ class Engine:
         score = window.score(self._factor(asset))
         why = window.explain(score, self.cfg.open_threshold)
         how = f"closed early (more than {self.cfg.max_windows} open windows)" if early else "closed"
-        for alert, _ in window.pending:
+        for alert in window.pending:
             reason = f"window on {asset} {how} without incident: {why}"
-            out.append(self._decision(alert, asset, Disposition.NOISE, reason, None))
+            out.append(self._decision(alert, asset, _NOISE, reason, None))
 
     # -- helpers -----------------------------------------------------------------------
     def _arm_quiet(self, inc: IncidentState) -> None:
@@ -832,10 +850,10 @@ class Engine:
             self._dirty.add(inc.id)
 
     def _noise(self, alert: Alert, asset: str, reason: str, out: list[Output]) -> None:
-        out.append(self._decision(alert, asset, Disposition.NOISE, reason, None))
+        out.append(self._decision(alert, asset, _NOISE, reason, None))
 
     def _decision(
-        self, alert: Alert, asset: str, disposition: Disposition, reason: str, inc: IncidentState | None
+        self, alert: Alert | Waiting, asset: str, disposition: Disposition, reason: str, inc: IncidentState | None
     ) -> Decision:
         # every value is the validated alert's, the engine's own enum, or its text
         return trusted(
@@ -845,7 +863,7 @@ class Engine:
                 "alert_id": alert.id,
                 "disposition": disposition,
                 "incident_id": inc.id if inc is not None else None,
-                "incident_kind": inc.kind if inc is not None else None,
+                "incident_kind": kind_of(inc.domains) if inc is not None else None,
                 "reason": reason,
                 "asset": asset,
                 "time": alert.time,
@@ -863,11 +881,11 @@ class Engine:
         return {entry.owner} if entry is not None and entry.owner else set()
 
     def _caps(self) -> tuple[int, int]:
-        return self.cfg.max_alert_ids_per_event, self.cfg.max_timeline
+        return self._caps_pair
 
     def _capped(self, inc: IncidentState) -> None:
         """Count an incident whose list of alert ids just became full (its events count the rest)."""
-        if inc.alert_count == self.cfg.max_alert_ids_per_event + 1:
+        if inc.alert_count == self._caps_pair[0] + 1:
             self.stats.incidents_capped += 1
 
     def _remember(self, alert_id: str) -> None:
@@ -876,7 +894,7 @@ class Engine:
             order = self._seen_order = deque(seen)
         seen[alert_id] = None
         order.append(alert_id)
-        if len(seen) > self.cfg.max_seen_ids:
+        if len(seen) > self._max_seen:
             # oldest first through the deque: `next(iter(seen))` on a dict emptied from the
             # front walks every hole left behind (~50 µs an alert at 200k ids, more beyond)
             del seen[order.popleft()]

@@ -23,6 +23,16 @@ class Explainer:
         self._scans: list[Change] = []
         self._feedback: dict[str, Feedback] = {}
 
+    @property
+    def has_changes(self) -> bool:
+        """Whether any change window is known (`change_reason` is None without one)."""
+        return bool(self._changes)
+
+    @property
+    def has_feedback(self) -> bool:
+        """Whether any analyst verdict is known (`verdict` is None without one)."""
+        return bool(self._feedback)
+
     def add_change(self, change: Change) -> None:
         """Add or replace a change window."""
         if change.id in self._changes:

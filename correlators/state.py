@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from correlators.config import EngineConfig
 from correlators.lifecycle import IncidentState
-from correlators.windows import Evidence, Window
+from correlators.windows import Evidence, Waiting, Window
 from schemas.context import Asset, Change, Feedback
 from schemas.errors import SnapshotError, SocnocError
 from schemas.models import Alert, Domain, RootCause, Severity, TimelineEntry
@@ -135,7 +135,7 @@ def _window(w: Window) -> dict[str, Any]:
         "asset": w.asset,
         "start": w.start,
         "last": w.last,
-        "pending": [[a.model_dump(mode="json"), s.value] for a, s in w.pending],
+        "pending": [[p.alert_fields(w.asset), p.severity.value] for p in w.pending],
         "evidence": {k: [e.weight, e.count, e.note] for k, e in w.evidence.items()},
         "sources": sorted(w.sources),
         "domains": sorted(d.value for d in w.domains),
@@ -146,10 +146,11 @@ def _window(w: Window) -> dict[str, Any]:
 
 def _window_from(x: object) -> Window:
     d = _obj(x, "window")
-    pending: list[tuple[Alert, Severity]] = []
+    pending: list[Waiting] = []
     for item in _arr(d["pending"], "window.pending"):
         alert, severity = _arr(item, "window.pending[]", 2)
-        pending.append((Alert.model_validate(_obj(alert, "window.pending[].alert")), Severity(severity)))
+        # the fields a waiting alert keeps (whole alerts in snapshots of earlier versions)
+        pending.append(Waiting(Alert.model_validate(_obj(alert, "window.pending[].alert")), Severity(severity)))
     evidence: dict[str, Evidence] = {}
     for key, value in _obj(d["evidence"], "window.evidence").items():
         weight, count, note = _arr(value, "window.evidence[]", 3)

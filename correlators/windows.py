@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Set
 from dataclasses import dataclass, field
-from typing import TypeVar
+from datetime import datetime
+from typing import Any, TypeVar
+
+from pydantic_core import to_jsonable_python
 
 from correlators.scoring import (
     CROSS_DOMAIN,
@@ -14,9 +17,9 @@ from correlators.scoring import (
     TACTIC_BONUS,
     repeat_bonus,
 )
-from schemas.models import Alert, Domain, Severity
+from schemas.models import Alert, Domain, Severity, Status
 
-__all__ = ["Evidence", "Window", "DIVERSITY_MIN"]
+__all__ = ["Evidence", "Waiting", "Window", "DIVERSITY_MIN"]
 
 # Alerts this weak (warm-up) add their own weight but do not count as extra detectors/tactics.
 DIVERSITY_MIN = 0.2
@@ -45,6 +48,38 @@ def _plus(current: Set[_T], item: _T) -> Set[_T]:
     return found  # type: ignore[return-value]
 
 
+class Waiting:
+    """A waiting alert: only what its decision and the incident it may join need.
+
+    Holding the validated `Alert` until its window closes cost ~900 bytes a waiting alert
+    (the model, its `__dict__`, `raw`, the addresses); these fields are the ones read after
+    `Window.add`, and they are the alert's own (validated) values.
+    """
+
+    __slots__ = ("id", "time", "signature", "source", "domain", "status", "severity")
+
+    def __init__(self, alert: Alert, severity: Severity) -> None:
+        self.id: str = alert.id
+        self.time: datetime = alert.time
+        self.signature: str = alert.signature
+        self.source: str = alert.source
+        self.domain: Domain = alert.domain
+        self.status: Status = alert.status
+        self.severity = severity  # after severity rules (the alert's own is not needed)
+
+    def alert_fields(self, asset: str) -> dict[str, Any]:
+        """The kept fields as the JSON of an `Alert` on `asset` (snapshots: `Alert.model_validate` reads it back)."""
+        return {
+            "id": self.id,
+            "source": self.source,
+            "domain": self.domain.value,
+            "time": to_jsonable_python(self.time),  # as `Alert.model_dump(mode="json")` writes it
+            "asset": asset,
+            "signature": self.signature,
+            "status": self.status.value,
+        }
+
+
 @dataclass(slots=True)
 class Evidence:
     """What one signature contributes inside a window."""
@@ -61,7 +96,7 @@ class Window:
     asset: str
     start: float
     last: float
-    pending: list[tuple[Alert, Severity]] = field(default_factory=list)
+    pending: list[Waiting] = field(default_factory=list)
     evidence: dict[str, Evidence] = field(default_factory=dict)
     sources: Set[str] = _EMPTY
     domains: Set[Domain] = _NO_DOMAINS
@@ -70,7 +105,7 @@ class Window:
 
     def add(self, alert: Alert, severity: Severity, novelty: float, note: str) -> None:
         """Add a waiting alert with its novelty factor (0 = routine, 1 = never seen)."""
-        self.pending.append((alert, severity))
+        self.pending.append(Waiting(alert, severity))
         ts = alert.time.timestamp()
         self.last = max(self.last, ts)
         ev = self.evidence.get(alert.signature)

@@ -213,6 +213,7 @@ class DeadLetter(BaseModel):
 _M = TypeVar("_M", bound=BaseModel)
 _new = object.__new__
 _set = object.__setattr__
+_FIELD_SETS: dict[type[BaseModel], set[str]] = {}
 
 
 def trusted(cls: type[_M], values: dict[str, Any]) -> _M:
@@ -224,7 +225,14 @@ def trusted(cls: type[_M], values: dict[str, Any]) -> _M:
     """
     model = _new(cls)
     _set(model, "__dict__", values)
-    _set(model, "__pydantic_fields_set__", set(values))
+    # every field is set, so records of a class share one set of their names (as alerts do,
+    # see schemas.adapters.fields.make_alert): frozen records never write it
+    names = _FIELD_SETS.get(cls)
+    if names is None or len(names) != len(values):
+        names = set(values)
+        if len(names) == len(cls.model_fields):
+            _FIELD_SETS[cls] = names
+    _set(model, "__pydantic_fields_set__", names)
     _set(model, "__pydantic_extra__", None)
     _set(model, "__pydantic_private__", None)
     return model

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
-from typing import Protocol
+from types import MappingProxyType
+from typing import NamedTuple, Protocol
 
 from schemas.errors import BadTimestamp, DecodeError, InvalidInput, RecordTooLarge
 from schemas.models import Alert
@@ -23,25 +24,26 @@ __all__ = [
 ]
 
 MAX_RECORD_BYTES = 1024 * 1024
+_NO_OPTIONS: Mapping[str, str] = MappingProxyType({})
 _LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 _LATEST_EPOCH = _LATEST.timestamp()
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-@dataclass(frozen=True)
-class ParseContext:
+class ParseContext(NamedTuple):
     """What an adapter may know besides the bytes.
 
     `record_id` is the fallback id (`<file>:<line>` or `<topic>:<partition>:<offset>`);
     `transport_time` is the Kafka record timestamp or the previous record's time in a file
     (RFC 3164 syslog takes its year from it); `default_tz` is `SOCNOC_DEFAULT_TZ`.
+    Immutable; a named tuple because one is made per record (0.3 µs, a frozen dataclass 0.75).
     """
 
     record_id: str
     transport_time: datetime | None = None
     default_tz: tzinfo = UTC
     max_bytes: int = MAX_RECORD_BYTES
-    options: dict[str, str] = field(default_factory=dict)
+    options: Mapping[str, str] = _NO_OPTIONS
 
 
 @dataclass(frozen=True)

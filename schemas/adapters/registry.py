@@ -11,8 +11,8 @@ skipped without being held in memory) so the adapter rejects it with `RecordTooL
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from schemas.adapters.aitads import AitAdsAdapter
 from schemas.adapters.alertmanager import AlertmanagerAdapter
@@ -62,9 +62,11 @@ FORMATS: tuple[str, ...] = tuple(_FACTORIES)
 CSV_FORMATS = frozenset({"aitads", "csv"})
 
 
-@dataclass(frozen=True, slots=True)
-class RawRecord:
-    """One record of a file: its id (`<basename>:<line>`), 1-based line and bytes."""
+class RawRecord(NamedTuple):
+    """One record of a file: its id (`<basename>:<line>`), 1-based line and bytes.
+
+    Immutable; a named tuple because one is made per line (a frozen dataclass cost 0.5 µs).
+    """
 
     record_id: str
     line: int

@@ -116,3 +116,27 @@ def _edit(blob: bytes, change: Callable[[dict[str, Any]], object]) -> bytes:
     change(doc)
     return json.dumps(doc).encode()
 
+
+
+def test_waiting_alerts_keep_only_what_their_decision_needs(busy: bytes) -> None:
+    """A window holds compact records, not the validated alerts (memory per active asset)."""
+    engine = Engine.restore(busy)
+    waiting = [p for w in engine._windows.values() for p in w.pending]
+    assert waiting and not any(isinstance(p, Alert) for p in waiting)
+    doc = json.loads(busy)
+    for window in doc["windows"]:
+        for alert, _ in window["pending"]:
+            assert set(alert) == {"id", "source", "domain", "time", "asset", "signature", "status"}
+            assert alert["asset"] == window["asset"]
+
+
+def test_a_snapshot_with_whole_waiting_alerts_still_loads(busy: bytes) -> None:
+    """Snapshots written before waiting alerts were compact hold every field of each alert."""
+
+    def whole(doc: dict[str, Any]) -> None:
+        for window in doc["windows"]:
+            for alert, _ in window["pending"]:
+                alert.update(schema_version=1, title="t", raw="a,b,c", ip="10.1.2.3", tactics=["discovery"])
+
+    engine = Engine.restore(_edit(busy, whole))
+    assert engine.snapshot() == busy  # the fields a waiting alert keeps, nothing else
