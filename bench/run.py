@@ -9,7 +9,8 @@ Phases, each repeated `BENCH_RUNS` times (default 3) and reported as the median:
    cumulative per-alert cost at 10k, 100k and 1M alerts and the peak RSS;
 3. state — RSS growth of an engine while 100k assets become active;
 4. Kafka — on one embedded Tansu broker: the raw aiokafka pipeline and the socnoc worker
-   fed the same records on the same topic, run after run (their ratio is the median of
+   fed the same records on topics of the same configuration (fresh ones for each run),
+   run after run (their ratio is the median of
    the per-run ratios, so both sides of a ratio see the same machine load); then latency
    under steady load at half the measured e2e rate.
 
@@ -238,14 +239,25 @@ async def _kafka_phase(cfg: Config, report: Report, base: BaseData) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     broker = EmbeddedBroker(log_path=workdir / "tansu.log")
     broker.start()
-    bench = KafkaBench(broker.bootstrap, workdir, split=cfg.split, broker_pid=broker.pid)
-    try:
+    benches: list[KafkaBench] = []
+
+    async def fresh(prefix: str) -> KafkaBench:
+        # Every run on topics of its own (same configuration): the embedded broker's fetches
+        # slow down as a partition grows (a worker's latency p50 went 31 -> 159 ms over five
+        # 30k-alert runs on shared topics, and stayed 26-31 ms on fresh ones).
+        bench = KafkaBench(broker.bootstrap, workdir, prefix=prefix, split=cfg.split, broker_pid=broker.pid)
+        benches.append(bench)
         await bench.setup()
+        return bench
+
+    try:
         for i in range(cfg.runs):
+            bench = await fresh(f"bench-raw{i}")
             raw = await bench.raw_run(kafka_records(base, 0, cfg.e2e_alerts, run=f"raw{i}"))
             report.raw.append(raw)
             report.raw_cpu.append(bench.raw_cpu[-1] if bench.raw_cpu else {})
             _progress(f"raw pipeline run {i + 1}/{cfg.runs}: {raw:,.0f} alerts/s; CPU µs/alert {report.raw_cpu[-1]}")
+            bench = await fresh(f"bench-e2e{i}")
             run = await bench.e2e_run(kafka_records(base, 0, cfg.e2e_alerts, run=f"e2e{i}"))
             bench.stop_worker()
             e2e = run.rate
@@ -259,6 +271,7 @@ async def _kafka_phase(cfg: Config, report: Report, base: BaseData) -> None:
         rate = (median(report.e2e) or 0.0) / 2
         count = max(100, int(rate * cfg.latency_seconds))
         for i in range(cfg.runs):
+            bench = await fresh(f"bench-lat{i}")
             lat = await bench.latency_run(kafka_records(base, 0, count, run=f"lat{i}"), rate)
             bench.stop_worker()
             report.latency.append(asdict(lat))
@@ -268,9 +281,10 @@ async def _kafka_phase(cfg: Config, report: Report, base: BaseData) -> None:
                 + ", ".join(f"{hop} {_ms(p50)}/{_ms(p99)}" for hop, (p50, p99) in lat.hops.items())
             )
     finally:
-        bench.stop_worker()
+        for bench in benches:
+            bench.stop_worker()
         broker.stop()
-        report.worker_peak_rss_mb = [round(b / 1024 / 1024, 1) for b in bench.worker_peak_rss]
+        report.worker_peak_rss_mb = [round(b / 1024 / 1024, 1) for bench in benches for b in bench.worker_peak_rss]
 
 
 def _result(cfg: Config, report: Report) -> dict[str, Any]:
