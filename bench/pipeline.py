@@ -1,7 +1,7 @@
 """Kafka benchmarks on the embedded broker: the raw pipeline, the socnoc worker, latency.
 
-Everything runs on one embedded Tansu broker, each run on fresh topics of the same
-configuration (`bench.run`: Tansu's fetches slow down as a partition grows). The raw pipeline
+Everything runs on one embedded Tansu broker; `bench.run` gives each run fresh topics
+(Tansu slows down as a partition grows). The raw pipeline
 (`bench.rawpipe`) and the worker (`socnoc worker`) each run in their own process, never at
 the same time, and are fed the very same JSON records by a producer in this process; a
 group-less consumer here tails their output topic. Throughput is each pipeline at full

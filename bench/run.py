@@ -9,8 +9,8 @@ Phases, each repeated `BENCH_RUNS` times (default 3) and reported as the median:
    cumulative per-alert cost at 10k, 100k and 1M alerts and the peak RSS;
 3. state — RSS growth of an engine while 100k assets become active;
 4. Kafka — on one embedded Tansu broker: the raw aiokafka pipeline and the socnoc worker
-   fed the same records on topics of the same configuration (fresh ones for each run),
-   run after run (their ratio is the median of
+   fed the same records on the same topic (a fresh one for each run: Tansu slows down as a
+   partition grows), run after run (their ratio is the median of
    the per-run ratios, so both sides of a ratio see the same machine load); then latency
    under steady load at half the measured e2e rate.
 
@@ -242,9 +242,10 @@ async def _kafka_phase(cfg: Config, report: Report, base: BaseData) -> None:
     benches: list[KafkaBench] = []
 
     async def fresh(prefix: str) -> KafkaBench:
-        # Every run on topics of its own (same configuration): the embedded broker's fetches
-        # slow down as a partition grows (a worker's latency p50 went 31 -> 159 ms over five
-        # 30k-alert runs on shared topics, and stayed 26-31 ms on fresh ones).
+        # Each run (a raw and an e2e measurement on one topic, or a latency measurement) on
+        # topics of its own: the embedded broker slows down as a partition grows (a worker's
+        # latency p50 went 31 -> 159 ms over five 30k-alert runs on shared topics, and stayed
+        # at 26-31 ms on fresh ones).
         bench = KafkaBench(broker.bootstrap, workdir, prefix=prefix, split=cfg.split, broker_pid=broker.pid)
         benches.append(bench)
         await bench.setup()
@@ -252,12 +253,11 @@ async def _kafka_phase(cfg: Config, report: Report, base: BaseData) -> None:
 
     try:
         for i in range(cfg.runs):
-            bench = await fresh(f"bench-raw{i}")
+            bench = await fresh(f"bench-run{i}")  # the raw pipeline, then the worker, on one topic
             raw = await bench.raw_run(kafka_records(base, 0, cfg.e2e_alerts, run=f"raw{i}"))
             report.raw.append(raw)
             report.raw_cpu.append(bench.raw_cpu[-1] if bench.raw_cpu else {})
             _progress(f"raw pipeline run {i + 1}/{cfg.runs}: {raw:,.0f} alerts/s; CPU µs/alert {report.raw_cpu[-1]}")
-            bench = await fresh(f"bench-e2e{i}")
             run = await bench.e2e_run(kafka_records(base, 0, cfg.e2e_alerts, run=f"e2e{i}"))
             bench.stop_worker()
             e2e = run.rate
