@@ -45,6 +45,7 @@ __all__ = [
     "RawProcess",
     "Tail",
     "LatencyResult",
+    "due_on_arrival",
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -312,6 +313,45 @@ class E2EResult:
     def rate(self) -> float:
         """The backlog rate (the raw pipeline is measured on a backlog too), else the live one."""
         return self.backlog if self.backlog is not None else self.live
+
+
+def due_on_arrival(env: dict[str, str], records: Records) -> set[str]:
+    """Ids of the alerts that the worker's engine decides as it takes them in (not later, when
+    a window closes), found by running that engine over the records in order, without Kafka.
+
+    With one input partition the worker's own `socnoc-src` header tells the same; with several,
+    an alert the reorder buffer held is decided while a later record is processed, and only
+    this finds it (the wait in the buffer is then part of its latency, as it should be)."""
+    from correlators.identity import Identity
+    from schemas.models import Decision
+    from streams.correlator import new_correlator, worker_context
+    from streams.decoder import Decoder, InputRecord
+    from streams.partition import Processor
+    from streams.records import AlertItem
+    from streams.settings import Settings
+
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        settings = Settings()
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+    decoder = Decoder(settings.inputs, context_topics={}, identity=Identity(), single_partition=True)
+    processor = Processor(new_correlator(settings, worker_context(settings)))
+    topic = next(iter(settings.inputs))
+    found: set[str] = set()
+    for offset, value in enumerate(records.values):
+        for routed in decoder.decode(InputRecord(topic, 0, offset, None, value, ())):
+            item = routed.item
+            if isinstance(item, AlertItem):
+                own = item.alert.id
+                if any(isinstance(o, Decision) and o.alert_id == own for o in processor.feed(item)):
+                    found.add(own)
+    return found
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -589,7 +629,11 @@ class KafkaBench:
         internal_ts: dict[str, int] = {}
         own = await self._internal_sources(internal_from, wanted, internal_ts)
         sent_ts = await self._input_times(wanted)
-        mine = [a for a in records.ids if arrived[a][1] is not None and own.get(arrived[a][1]) == a]  # type: ignore[arg-type]
+        if self.input_partitions == 1:
+            mine = [a for a in records.ids if arrived[a][1] is not None and own.get(arrived[a][1]) == a]  # type: ignore[arg-type]
+        else:
+            due = await asyncio.to_thread(due_on_arrival, self.env(), records)
+            mine = [a for a in records.ids if a in due]
         latencies = [(arrived[a][0] - stamps[a]) * 1000.0 for a in mine]
         spans: dict[str, list[float]] = {"decode": [], "correlate": [], "deliver": []}
         for a in mine:

@@ -17,6 +17,8 @@ Phases, each repeated `BENCH_RUNS` times (default 3) and reported as the median:
 Environment: `BENCH_RUNS`, `BENCH_QUICK=1` (a fast dev run with smaller sizes),
 `BENCH_SYNTHETIC_ALERTS`, `BENCH_E2E_ALERTS`, `BENCH_LATENCY_SECONDS`, `BENCH_STATE_ASSETS`,
 `BENCH_STATE_ALERTS_PER_ASSET`, `BENCH_SKIP_KAFKA=1` (Kafka figures become null),
+`BENCH_SPLIT=1` (the worker as a decode and a correlate process), `BENCH_INPUT_PARTITIONS`
+(default 1; more puts the reorder buffer's waits into the latency figures),
 `BENCH_PHASES` (some of `core state kafka`, for a partial dev run; the others stay null),
 `BENCH_OUT` (work directory, default `build/bench`). Progress goes to stderr; stdout gets a
 summary and, last, the JSON line. Details of every run are written to `BENCH_OUT/report.json`.
@@ -93,6 +95,7 @@ class Config:
     state_alerts_per_asset: int = 1
     kafka: bool = True
     split: bool = False
+    input_partitions: int = 1
     out: Path = ROOT / "build" / "bench"
 
     @classmethod
@@ -107,6 +110,7 @@ class Config:
             state_alerts_per_asset=_env_int("BENCH_STATE_ALERTS_PER_ASSET", 1),
             kafka=not _env_flag("BENCH_SKIP_KAFKA"),
             split=_env_flag("BENCH_SPLIT"),
+            input_partitions=_env_int("BENCH_INPUT_PARTITIONS", 1),
             out=Path(os.environ.get("BENCH_OUT") or ROOT / "build" / "bench"),
         )
 
@@ -246,7 +250,14 @@ async def _kafka_phase(cfg: Config, report: Report, base: BaseData) -> None:
         # topics of its own: the embedded broker slows down as a partition grows (a worker's
         # latency p50 went 31 -> 159 ms over five 30k-alert runs on shared topics, and stayed
         # at 26-31 ms on fresh ones).
-        bench = KafkaBench(broker.bootstrap, workdir, prefix=prefix, split=cfg.split, broker_pid=broker.pid)
+        bench = KafkaBench(
+            broker.bootstrap,
+            workdir,
+            prefix=prefix,
+            input_partitions=cfg.input_partitions,
+            split=cfg.split,
+            broker_pid=broker.pid,
+        )
         benches.append(bench)
         await bench.setup()
         return bench

@@ -125,3 +125,15 @@ def test_a_failed_phase_leaves_its_figures_null_and_the_exit_status_1(
     assert tuple(result) == KEYS and result["state_bytes_per_asset"] is None
     report = orjson.loads((tmp_path / "report.json").read_bytes())
     assert report["failed"] == ["state"] and any("no worker today" in n for n in report["notes"])
+
+
+def test_alerts_due_on_arrival_are_found_without_kafka() -> None:
+    """With several input partitions the latency harness finds the alerts decided as they are
+    taken in by running the worker's engine over the records; most are (duplicates, joins),
+    the ones waiting for a window are not, and a record is never counted twice."""
+    from bench.pipeline import KafkaBench, due_on_arrival
+
+    records = kafka_records(load_base(), 0, 2_000, run="due")
+    due = due_on_arrival(KafkaBench("127.0.0.1:1", Path("/nonexistent"), prefix="t").env(), records)
+    assert due <= set(records.ids)
+    assert 0.5 * len(records) < len(due) < len(records)
