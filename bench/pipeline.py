@@ -36,7 +36,7 @@ from bench.data import KAFKA_MAP, Records
 from bench.procs import cpu_seconds, die_with_parent
 from streams.broker import free_port
 from streams.kafka import high_watermarks
-from streams.testing import commit_offsets, create_topics
+from streams.testing import commit_offsets, create_topics, settings_from_env
 
 __all__ = [
     "KafkaBench",
@@ -328,18 +328,8 @@ def due_on_arrival(env: dict[str, str], records: Records) -> set[str]:
     from streams.decoder import Decoder, InputRecord
     from streams.partition import Processor
     from streams.records import AlertItem
-    from streams.settings import Settings
 
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        settings = Settings()
-    finally:
-        for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
+    settings = settings_from_env(env)
     decoder = Decoder(settings.inputs, context_topics={}, identity=Identity(), single_partition=True)
     processor = Processor(new_correlator(settings, worker_context(settings)))
     topic = next(iter(settings.inputs))

@@ -33,6 +33,7 @@ __all__ = [
     "WaitTimeout",
     "until",
     "Names",
+    "settings_from_env",
     "WorkerProcess",
     "Tail",
     "ensure_topic_partitions",
@@ -133,17 +134,21 @@ class Names:
 
     def settings(self, **overrides: str) -> Settings:
         """The `Settings` a worker with `worker_env(**overrides)` would build."""
-        env = self.worker_env(**overrides)
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        try:
-            return Settings()
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+        return settings_from_env(self.worker_env(**overrides))
+
+
+def settings_from_env(env: dict[str, str]) -> Settings:
+    """The `Settings` a process with these `SOCNOC_*` variables would build (ours untouched)."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        return Settings()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 class WorkerProcess:
