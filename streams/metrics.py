@@ -46,6 +46,7 @@ LATENCY_BUCKETS: tuple[float, ...] = (
     120.0, 300.0, 600.0,
 )
 # Event-time durations of incidents: seconds to a day.
+CHECKPOINT_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 INCIDENT_TIME_BUCKETS: tuple[float, ...] = (
     0.0, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0,
     14400.0, 28800.0, 86400.0,
@@ -75,6 +76,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "socnoc_rule_reloads_total",
     "socnoc_caps_hit_total",
     "socnoc_checkpoint_restore_failures_total",
+    "socnoc_checkpoint_duration_seconds",
 )
 GATEWAY_METRIC_NAMES: tuple[str, ...] = (
     "socnoc_gateway_requests_total",
@@ -117,6 +119,7 @@ class Metrics:
     rule_reloads: Counter
     caps_hit: Counter
     checkpoint_restore_failures: Counter
+    checkpoint_duration: Histogram
     _decided: int = field(default=0, repr=False)
     _opened: int = field(default=0, repr=False)
     # label children of the per-record series: `labels()` costs ~10 µs a call in the hot path
@@ -229,6 +232,12 @@ class Metrics:
                 "Corrupt checkpoints passed over on restore (an older one, or the log from the"
                 " start, was used instead), by what was unreadable (envelope | state).",
                 ["what"], registry=r,
+            ),
+            checkpoint_duration=Histogram(
+                "socnoc_checkpoint_duration_seconds",
+                "How long the correlate stage paused for a checkpoint (outputs acknowledged,"
+                " state serialised, checkpoint records acknowledged).",
+                buckets=CHECKPOINT_BUCKETS, registry=r,
             ),
         )
         m._initialise_series()
@@ -350,6 +359,10 @@ class Metrics:
     def observe_cap_hit(self, cap: str, count: int = 1) -> None:
         """Count a state cap being reached (`cap` names the setting, e.g. max_assets)."""
         self.caps_hit.labels(cap=cap).inc(count)
+
+    def observe_checkpoint(self, seconds: float) -> None:
+        """A checkpoint paused the correlate stage this long."""
+        self.checkpoint_duration.observe(seconds)
 
     def observe_checkpoint_restore_failure(self, what: str) -> None:
         """Count a corrupt checkpoint passed over on restore (`what`: envelope | state)."""

@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from schemas.errors import SnapshotError
 from streams.checkpoints import Checkpoint, CheckpointStore
-from streams.kafka import TopicSpec, ensure_topics
+from streams.kafka import TopicSpec, ensure_topics, high_watermarks
 from streams.partition import Processor, Snapshotter
 from tests.integration.conftest import Names, Tail, WorkerProcess, ensure_topic_partitions, until
 from tests.integration.datasets import aitads_rows, produce_paced
@@ -53,6 +53,18 @@ async def _last_records(bootstrap: str, topic: str, partitions: int) -> dict[int
         await consumer.stop()
 
 
+async def _real_ends(bootstrap: str, keys: set[str]) -> dict[str, int]:
+    """Exact end offsets (from fetch responses) of `topic:partition` keys."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(k.rpartition(":")[0], int(k.rpartition(":")[2])) for k in sorted(keys)]
+        ends = await high_watermarks(consumer, tps)
+        return {f"{tp.topic}:{tp.partition}": int(end) for tp, end in ends.items()}
+    finally:
+        await consumer.stop()
+
+
 async def test_corrupt_newest_checkpoint_falls_back_and_loses_or_repeats_nothing(
     names: Names, workers: Callable[..., WorkerProcess], producer: AIOKafkaProducer
 ) -> None:
@@ -79,6 +91,12 @@ async def test_corrupt_newest_checkpoint_falls_back_and_loses_or_repeats_nothing
         partitions = await ensure_topic_partitions(names.bootstrap, checkpoint_topic)
         last = await _last_records(names.bootstrap, checkpoint_topic, partitions)
         assert last, "the first worker wrote no checkpoint"
+        # a checkpoint's output bound (from produce acknowledgements, the broker's ends read
+        # once a minute) is at or before each output partition's real end
+        bounds = [Checkpoint.decode(value).out_ends for value in last.values()]
+        real = await _real_ends(names.bootstrap, {k for bound in bounds for k in bound})
+        assert all(offset <= real[key] for bound in bounds for key, offset in bound.items()), (bounds, real)
+        assert any(offset > 0 for bound in bounds for offset in bound.values())
         for p, value in sorted(last.items()):
             good = Checkpoint.decode(value)
             assert good.state is not None, p
