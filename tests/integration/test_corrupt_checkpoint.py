@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections import Counter, defaultdict
 from collections.abc import Callable
 
 import orjson
@@ -23,6 +22,7 @@ from schemas.errors import SnapshotError
 from streams.checkpoints import Checkpoint, CheckpointStore
 from streams.kafka import TopicSpec, ensure_topics, high_watermarks
 from streams.partition import Processor, Snapshotter
+from tests.integration.checks import assert_decided_once, assert_incidents_whole
 from tests.integration.conftest import Names, Tail, WorkerProcess, ensure_topic_partitions, until
 from tests.integration.datasets import aitads_rows, produce_paced
 
@@ -123,21 +123,9 @@ async def test_corrupt_newest_checkpoint_falls_back_and_loses_or_repeats_nothing
         metrics = await second.metrics()
 
     assert 0 < killed_at < len(rows), "the kill did not happen mid-stream"
-    counts = Counter(d["alert_id"] for d in decisions)
-    repeated = {k: n for k, n in counts.items() if n > 1}
-    assert not repeated, f"{len(repeated)} alerts decided more than once"
-    assert set(counts) == expected
-
-    versions: dict[str, list[int]] = defaultdict(list)
-    opened: Counter[str] = Counter()
-    for event in events:
-        versions[event["incident_id"]].append(event["version"])
-        if event["event"] == "opened":
-            opened[event["incident_id"]] += 1
+    assert_decided_once(decisions, expected)
     assert events, "the slice holds an attack: expected incident events"
-    assert all(n == 1 for n in opened.values()), opened
-    for incident_id, seen in versions.items():
-        assert seen == list(range(1, len(seen) + 1)), (incident_id, seen)
+    assert_incidents_whole(events)
 
     def failures(what: str) -> float:
         found = re.search(rf'^socnoc_checkpoint_restore_failures_total{{what="{what}"}} (\S+)$', metrics, re.M)

@@ -4,13 +4,14 @@ decision, no dead letter is repeated, and no incident is opened twice or skips a
 from __future__ import annotations
 
 import asyncio
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable
 
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from tests.integration.checks import assert_decided_once, assert_incidents_whole
 from tests.integration.conftest import Names, Tail, WorkerProcess, until
 from tests.integration.datasets import aitads_rows, produce_paced
 
@@ -57,31 +58,22 @@ async def test_kill9_mid_stream_then_restart_loses_and_repeats_nothing(
         letters = tail.values(names.dlq)
 
     assert 0 < killed_at < len(rows), "the kill did not happen mid-stream"
-    counts = Counter(d["alert_id"] for d in decisions)
-    repeated = {k: n for k, n in counts.items() if n > 1}
-    if repeated:
+
+    def show(repeated: dict[str, int]) -> None:
         dup = next(iter(repeated))
         for r in tail.records[names.decisions]:
             if r.key and r.key.decode() == dup:
                 print("DUP", r.partition, r.offset, r.headers, r.value[:300])
         print(second.log_text()[-3000:])
-    assert not repeated, f"{len(repeated)} alerts decided more than once"
-    assert set(counts) == expected
+
+    assert_decided_once(decisions, expected, show)
     garbage = {d["alert_id"] for d in decisions if d["disposition"] == "invalid"}
     assert len(garbage) == len(range(0, len(rows), GARBAGE_EVERY))
     dlq_ids = Counter(f"{d['topic']}:{d['partition']}:{d['offset']}" for d in letters)
     assert set(dlq_ids) == garbage and all(n == 1 for n in dlq_ids.values())
 
-    versions: dict[str, list[int]] = defaultdict(list)
-    opened: Counter[str] = Counter()
-    for event in events:
-        versions[event["incident_id"]].append(event["version"])
-        if event["event"] == "opened":
-            opened[event["incident_id"]] += 1
     assert events, "the slice holds an attack: expected incident events"
-    assert all(n == 1 for n in opened.values()), opened
-    for incident_id, seen in versions.items():
-        assert seen == list(range(1, len(seen) + 1)), (incident_id, seen)
+    incidents = assert_incidents_whole(events)
     in_incidents = {d["incident_id"] for d in decisions if d["incident_id"]}
-    assert in_incidents <= set(versions)
+    assert in_incidents <= incidents
     assert second.alive()

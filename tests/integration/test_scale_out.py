@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +14,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from streams.control import end_of_input, wait_decoded
+from tests.integration.checks import assert_incidents_whole
 from tests.integration.conftest import Names, Tail, WorkerProcess, until
 from tests.integration.datasets import aitads_rows
 from tests.integration.test_stream_equals_replay import _comparable, _final_states
@@ -101,10 +102,4 @@ async def test_two_workers_split_partitions_and_equal_one_worker(
 
     assert by_input(duo_decisions, duo) == by_input(ref_decisions, solo)
     assert _final_states(duo_events) == _final_states(ref_events)
-    versions: dict[str, list[int]] = defaultdict(list)
-    for event in duo_events:
-        versions[event["incident_id"]].append(event["version"])
-    for incident_id, seen in versions.items():
-        assert seen == list(range(1, len(seen) + 1)), (incident_id, seen)
-    opened = Counter(e["incident_id"] for e in duo_events if e["event"] == "opened")
-    assert all(n == 1 for n in opened.values())
+    assert_incidents_whole(duo_events)
