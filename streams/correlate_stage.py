@@ -31,7 +31,7 @@ from aiokafka.structs import OffsetAndMetadata
 from correlators.types import Correlator
 from schemas.models import DeadLetter, Decision, Disposition, IncidentEvent, IncidentKind
 from streams.caps import CapWatch
-from streams.checkpoints import Checkpoint, CheckpointStore, tp_key
+from streams.checkpoints import Checkpoint, CheckpointStore
 from streams.health import Health
 from streams.kafka import BatchSender, make_consumer, make_producer
 from streams.metrics import Metrics
@@ -57,8 +57,6 @@ from streams.stage import Stage, drop_task, start_clients, stop_clients
 __all__ = ["CorrelateStage", "PartitionState"]
 
 log = logging.getLogger(__name__)
-
-_ENDS_REFRESH_S = 60.0  # how often a checkpoint reads the output end offsets from the broker
 
 
 @dataclass
@@ -124,12 +122,6 @@ class CorrelateStage(Stage):
         self._unacked: list[list[asyncio.Future[Any]]] = []  # outputs sent, by batch
         self._commit: asyncio.Task[None] | None = None
         self._interval = settings.checkpoint_interval.total_seconds()
-        # A checkpoint's output bound (where a restore starts scanning the outputs) only has to
-        # be at or before the end of each output partition. The ends are read from the broker
-        # once a minute (15-50 ms under load, a pause at every checkpoint when read each time);
-        # in between, the bound moves on with the offsets of our own acknowledged outputs.
-        self._ends: dict[str, int] = {}
-        self._ends_read_at: float | None = None
         outputs = [settings.incidents_topic, settings.dlq_topic, *settings.team_topic_names()]
         if settings.publish_decisions:
             outputs.insert(0, settings.decisions_topic)
@@ -149,7 +141,6 @@ class CorrelateStage(Stage):
         self.owned = {}
         self.broken = None
         self._unacked = []
-        self._ends, self._ends_read_at = {}, None
         try:
             await start_clients(producer, reader, consumer)
             self._consumer, self._producer = consumer, producer
@@ -314,11 +305,7 @@ class CorrelateStage(Stage):
         while len(self._unacked) > keep:
             futures = self._unacked.pop(0)
             if futures:
-                ends = self._ends
-                for meta in await asyncio.gather(*futures):
-                    key = tp_key(TopicPartition(meta.topic, meta.partition))
-                    if meta.offset + 1 > ends.get(key, 0):
-                        ends[key] = meta.offset + 1  # that record exists: the end is past it
+                await asyncio.gather(*futures)
 
     def _gauges(self, batch: dict[TopicPartition, list[Any]]) -> None:
         consumer = self._consumer
@@ -434,11 +421,7 @@ class CorrelateStage(Stage):
         # offsets read now are a lower bound of anything published after.
         began = time.perf_counter()
         await self._acked()
-        if self._ends_read_at is None or now - self._ends_read_at >= _ENDS_REFRESH_S:
-            read = await store.output_ends()
-            self._ends = {k: max(v, self._ends.get(k, 0)) for k, v in read.items()}
-            self._ends_read_at = now
-        out_ends = dict(self._ends)
+        out_ends = await store.output_ends()
         states = await asyncio.to_thread(lambda: [st.processor.dump(self._snap) for st in dirty])
         written_at = time.time()
         # written together (one produce request), each acknowledged before this returns

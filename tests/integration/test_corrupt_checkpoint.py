@@ -91,8 +91,7 @@ async def test_corrupt_newest_checkpoint_falls_back_and_loses_or_repeats_nothing
         partitions = await ensure_topic_partitions(names.bootstrap, checkpoint_topic)
         last = await _last_records(names.bootstrap, checkpoint_topic, partitions)
         assert last, "the first worker wrote no checkpoint"
-        # a checkpoint's output bound (from produce acknowledgements, the broker's ends read
-        # once a minute) is at or before each output partition's real end
+        # a checkpoint's output bound is at or before each output partition's real end
         bounds = [Checkpoint.decode(value).out_ends for value in last.values()]
         real = await _real_ends(names.bootstrap, {k for bound in bounds for k in bound})
         assert all(offset <= real[key] for bound in bounds for key, offset in bound.items()), (bounds, real)

@@ -14,6 +14,7 @@ import asyncio
 import struct
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import orjson
 import pytest
@@ -53,15 +54,20 @@ async def test_short_soak_conserves_every_alert(tmp_path: Path) -> None:
     result = await soak.run()
     logs = "\n".join(w.log_text()[-3000:] for w in soak.workers)
     assert result["in"] >= 2_900, result
-    assert result["lost"] == 0, (result, soak.details, logs)
-    assert result["duplicate_decisions"] == 0, (result, soak.details, logs)
-    assert result["duplicate_incident_opens"] == 0, result
+    _assert_conserved(result, soak, logs)
     assert result["decided"] == result["in"]
     assert result["dlq"] >= 10, result  # ~1% garbage, each dead-lettered once
     faults = result["faults"]
     assert faults["kills"] >= 3 and faults["rebalances"] >= 2 and faults["broker_outages"] == 2, faults
     assert soak.counts.redeliveries == 1 and soak.counts.redelivered > 0, soak.counts
     assert soak.counts.late > 0 and soak.counts.swapped > 0, soak.counts
+
+
+def _assert_conserved(result: dict[str, Any], soak: Soak, logs: str) -> None:
+    """Nothing lost, nothing decided twice, no incident opened twice."""
+    assert result["lost"] == 0, (result, soak.details, logs)
+    assert result["duplicate_decisions"] == 0, (result, soak.details, logs)
+    assert result["duplicate_incident_opens"] == 0, result
 
 
 def _request(client_id: bytes, body: bytes = b"ping") -> bytes:
@@ -169,6 +175,4 @@ async def test_a_worker_cut_off_past_its_session_repeats_nothing(tmp_path: Path)
     logs = "\n".join(w.log_text()[-3000:] for w in soak.workers)
     assert soak.counts.isolations == 1
     assert "rejoined the group as a new member" in "".join(w.log_text() for w in soak.workers), logs
-    assert result["lost"] == 0, (result, soak.details, logs)
-    assert result["duplicate_decisions"] == 0, (result, soak.details, logs)
-    assert result["duplicate_incident_opens"] == 0, result
+    _assert_conserved(result, soak, logs)
