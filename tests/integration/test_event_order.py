@@ -23,17 +23,13 @@ from tests.integration.datasets import aitads_rows, host_of, write_csv
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize("decoders", [1, 2])
 async def test_a_backlog_over_four_partitions_is_decided_in_event_time_order(
-    names: Names, workers: Callable[..., WorkerProcess], producer: AIOKafkaProducer, tmp_path: Path, decoders: int
+    names: Names, workers: Callable[..., WorkerProcess], producer: AIOKafkaProducer, tmp_path: Path
 ) -> None:
-    """With one worker, or two sharing the input partitions (each announces its own)."""
     env = names.worker_env(SOCNOC_INPUTS=orjson.dumps({names.alerts: {"format": "aitads"}}).decode())
     header, rows = aitads_rows()
-    started = [workers(env) for _ in range(decoders)]
-    for each in started:
-        await each.wait_partitions()
-    worker = started[0]
+    worker = workers(env)
+    await worker.wait_partitions()
     async with Tail(names.bootstrap, names.decisions, names.incidents) as tail:
         for _, row in rows:  # keyed by host, as a shipper would: four partitions, one backlog
             await producer.send(names.alerts, row, key=host_of(row))
