@@ -239,6 +239,23 @@ class WorkerProcess(_Child):
         except (aiohttp.ClientError, TimeoutError):
             return None
 
+    async def checkpoint_pauses(self) -> tuple[int, float] | None:
+        """How many checkpoints this worker took and their mean pause (ms), from /metrics."""
+        try:
+            async with aiohttp.ClientSession() as session:
+                url = f"http://127.0.0.1:{self.port}/metrics"
+                async with session.get(url, timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                    text = await resp.text()
+        except (aiohttp.ClientError, TimeoutError):
+            return None
+        values: dict[str, float] = {}
+        for line in text.splitlines():
+            name, _, value = line.partition(" ")
+            if name in ("socnoc_checkpoint_duration_seconds_sum", "socnoc_checkpoint_duration_seconds_count"):
+                values[name.rsplit("_", 1)[1]] = float(value)
+        count = int(values.get("count", 0))
+        return (count, values["sum"] / count * 1000) if count else None
+
     async def wait_ready(
         self, internal_partitions: int, timeout_s: float = 90.0, stages: tuple[str, ...] = ("decode", "correlate")
     ) -> None:
@@ -295,6 +312,10 @@ class LatencyResult:
     # internal record (decode stage), internal -> decision record (correlate stage),
     # decision record -> read by the benchmark's consumer
     hops: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    # checkpoints the correlating worker took in this run and their mean pause, from its
+    # socnoc_checkpoint_duration_seconds
+    checkpoints: int | None = None
+    checkpoint_pause_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -616,6 +637,7 @@ class KafkaBench:
                 return len(arrived) >= len(wanted)
 
             await until(done, timeout_s, f"decisions for {len(wanted)} alerts")
+        pauses = await self._worker.checkpoint_pauses() if self._worker is not None else None
         internal_ts: dict[str, int] = {}
         own = await self._internal_sources(internal_from, wanted, internal_ts)
         sent_ts = await self._input_times(wanted)
@@ -642,6 +664,8 @@ class KafkaBench:
             max_ms=max(latencies) if latencies else None,
             achieved_rate=len(records) / sent_s if sent_s > 0 else 0.0,
             hops=hops,
+            checkpoints=pauses[0] if pauses else None,
+            checkpoint_pause_ms=pauses[1] if pauses else None,
         )
 
     async def _input_times(self, wanted: set[str]) -> dict[str, int]:

@@ -290,6 +290,7 @@ async def _kafka_phase(cfg: Config, report: Report, base: BaseData) -> None:
                 f"latency run {i + 1}/{cfg.runs} at {rate:,.0f}/s: p50 {_ms(lat.p50_ms)}, p99 {_ms(lat.p99_ms)} "
                 f"({lat.on_arrival}/{lat.sent} decided on arrival); p50/p99 by hop: "
                 + ", ".join(f"{hop} {_ms(p50)}/{_ms(p99)}" for hop, (p50, p99) in lat.hops.items())
+                + f"; {lat.checkpoints} checkpoints, mean pause {_ms(lat.checkpoint_pause_ms)}"
             )
     finally:
         for bench in benches:
