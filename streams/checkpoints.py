@@ -10,13 +10,12 @@ Tansu has no transactions (InitProducerId fails), so this is how outputs stay ex
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -154,16 +153,14 @@ class CheckpointStore:
         begins = await self._consumer.beginning_offsets(tps)
         return {tp_key(tp): int(off) for tp, off in begins.items()}
 
-    async def send(self, checkpoint: Checkpoint) -> asyncio.Future[Any]:
-        """Append a checkpoint; its acknowledgement, not awaited (checkpoints of one partition
-        are written in the order they are sent)."""
-        ack: asyncio.Future[Any] = await self._producer.send(
+    async def write(self, checkpoint: Checkpoint) -> None:
+        """Append a checkpoint and wait for the broker's acknowledgement."""
+        await self._producer.send_and_wait(
             self.topic,
             checkpoint.encode(),
             key=str(checkpoint.partition).encode(),
             partition=checkpoint.partition,
         )
-        return ack
 
     async def latest(self, partitions: list[int]) -> dict[int, Checkpoint | None]:
         """The newest readable checkpoint of each partition (None: never checkpointed)."""
@@ -267,7 +264,7 @@ class CheckpointStore:
             )
             return Checkpoint(partition, begin, await self.output_begins(), None), None
         first = Checkpoint(partition, begin, await self.output_ends(), None)
-        await (await self.send(first))
+        await self.write(first)
         return first, None
 
     async def _read(self, tp: TopicPartition, start: int, end: int) -> list[tuple[int, bytes | None]]:

@@ -120,7 +120,7 @@ class CorrelateStage(Stage):
         self._producer: AIOKafkaProducer | None = None
         self._store: CheckpointStore | None = None
         self._unacked: list[list[asyncio.Future[Any]]] = []  # outputs sent, by batch
-        self._settling: asyncio.Task[None] | None = None  # the last checkpoint's acks and commit
+        self._commit: asyncio.Task[None] | None = None
         self._interval = settings.checkpoint_interval.total_seconds()
         outputs = [settings.incidents_topic, settings.dlq_topic, *settings.team_topic_names()]
         if settings.publish_decisions:
@@ -166,9 +166,9 @@ class CorrelateStage(Stage):
                 await self._checkpoint(force=True)
         finally:
             self._unacked = []
-            settling, self._settling = self._settling, None
-            if settling is not None:
-                await drop_task(settling)
+            commit, self._commit = self._commit, None
+            if commit is not None:
+                await drop_task(commit)
             self._consumer = self._producer = None
             self._store = None
             self.owned = {}
@@ -415,47 +415,22 @@ class CorrelateStage(Stage):
         dirty = [st for st in self.owned.values() if st.dirty]
         # When one partition is due, the other dirty ones go along: one pause per interval
         # instead of one per partition (ticks keep every partition dirty).
-        due = bool(dirty) and (force or any(now - st.last_checkpoint >= self._interval for st in dirty))
-        if not (due or force):
+        if not dirty or not (force or any(now - st.last_checkpoint >= self._interval for st in dirty)):
             return
-        # No output of a record after this checkpoint is sent before it is taken (the lock is
-        # held), so end offsets read at any moment of it are a lower bound of everything
-        # published after it: they are read while the outputs sent so far are acknowledged
-        # and the state is serialised, instead of after them.
+        # Every output of these partitions is acknowledged (awaited here), so the end
+        # offsets read now are a lower bound of anything published after.
         began = time.perf_counter()
-        previous, self._settling = self._settling, None
-        if previous is not None:
-            await previous  # the last checkpoint's records are acknowledged (or this raises)
-        if not due:
-            return
-        ends = asyncio.ensure_future(store.output_ends())
-        dump = asyncio.ensure_future(
-            asyncio.to_thread(lambda: [st.processor.dump(self._snap) for st in dirty])
-        )
-        try:
-            await self._acked()
-            out_ends = await ends
-            states = await dump
-        finally:
-            for task in (ends, dump):
-                await drop_task(task)
+        await self._acked()
+        out_ends = await store.output_ends()
+        states = await asyncio.to_thread(lambda: [st.processor.dump(self._snap) for st in dirty])
         written_at = time.time()
-        # enqueued together (one produce request); acknowledged in the background, so the
-        # stage goes on meanwhile: until they are, a restart resumes from the checkpoint
-        # before, whose bounds are lower still
-        acks = [
-            await store.send(Checkpoint(st.partition, st.next_offset, out_ends, state, written_at=written_at))
-            for st, state in zip(dirty, states, strict=True)
-        ]
-        offsets = {
-            TopicPartition(self._topic, st.partition): OffsetAndMetadata(st.next_offset, "")
-            for st in dirty
-        }
-        settling = asyncio.create_task(_settle(acks, consumer, offsets))
-        if force:  # a stop or a handover: the next owner restores from these
-            await settling
-        else:
-            self._settling = settling
+        # written together (one produce request), each acknowledged before this returns
+        await asyncio.gather(
+            *(
+                store.write(Checkpoint(st.partition, st.next_offset, out_ends, state, written_at=written_at))
+                for st, state in zip(dirty, states, strict=True)
+            )
+        )
         self.metrics.observe_checkpoint(time.perf_counter() - began)
         for st, state in zip(dirty, states, strict=True):
             st.dirty = False
@@ -465,18 +440,16 @@ class CorrelateStage(Stage):
             tracked_assets=sum(_tracked(st.processor.correlator) for st in self.owned.values()),
             state_bytes=sum(st.state_bytes for st in self.owned.values()),
         )
-
-
-async def _settle(
-    acks: list[asyncio.Future[Any]],
-    consumer: AIOKafkaConsumer,
-    offsets: dict[TopicPartition, OffsetAndMetadata],
-) -> None:
-    """The end of a checkpoint, in the background: its records acknowledged (a failure raises
-    where this is awaited: at the next checkpoint, which restarts the session), then the
-    offsets committed, for lag monitoring only (checkpoints are what a new owner resumes from)."""
-    await asyncio.gather(*acks)
-    await _commit(consumer, offsets)
+        offsets = {
+            TopicPartition(self._topic, st.partition): OffsetAndMetadata(st.next_offset, "")
+            for st in dirty
+        }
+        # For lag monitoring only (checkpoints are what a new owner resumes from): in the
+        # background, one at a time.
+        previous, self._commit = self._commit, None
+        if previous is not None:
+            await previous
+        self._commit = asyncio.create_task(_commit(consumer, offsets))
 
 
 async def _commit(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:

@@ -2,7 +2,8 @@
 
 `new_correlator` builds exactly what `socnoc replay` builds (`streams.replay.build_engine`),
 so the stream and the replay share the core. State goes to checkpoints through the
-correlator's own `snapshot()` / `restore(bytes)`: plain JSON, so a checkpoint record cannot
+correlator's own `snapshot()` (or `snapshot_document()`, encoded here with orjson) /
+`restore(bytes)`: plain JSON, so a checkpoint record cannot
 execute code whoever managed to write it (no pickle).
 """
 
@@ -12,6 +13,8 @@ import logging
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
+
+import orjson
 
 from correlators.config import EngineConfig
 from correlators.types import Correlator
@@ -52,6 +55,9 @@ def snapshotter(settings: Settings, context: Context) -> Snapshotter:
     kind = type(new_correlator(settings, context))
 
     def dump(correlator: Correlator) -> bytes:
+        document = getattr(correlator, "snapshot_document", None)
+        if callable(document):  # the same JSON as snapshot(), encoded by orjson
+            return _OWN + orjson.dumps(document())
         own = getattr(correlator, "snapshot", None)
         if callable(own):
             data = own()

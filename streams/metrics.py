@@ -235,9 +235,8 @@ class Metrics:
             ),
             checkpoint_duration=Histogram(
                 "socnoc_checkpoint_duration_seconds",
-                "How long the correlate stage paused for a checkpoint (outputs acknowledged while"
-                " the output end offsets are read and the state is serialised; the checkpoint"
-                " records are acknowledged in the background).",
+                "How long the correlate stage paused for a checkpoint (outputs acknowledged,"
+                " state serialised, checkpoint records acknowledged).",
                 buckets=CHECKPOINT_BUCKETS, registry=r,
             ),
         )

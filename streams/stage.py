@@ -13,7 +13,6 @@ import contextlib
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable
-from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -57,7 +56,7 @@ async def stop_clients(*clients: AIOKafkaConsumer | AIOKafkaProducer | None) -> 
         raise asyncio.CancelledError
 
 
-async def drop_task(task: asyncio.Future[Any]) -> None:
+async def drop_task(task: asyncio.Task[None]) -> None:
     """Cancel a background task (if still running) and wait for it, without raising its error."""
     if not task.done():
         task.cancel()
