@@ -51,6 +51,7 @@ __all__ = [
 ROOT = Path(__file__).resolve().parents[1]
 SRC_HEADER = "socnoc-src"  # streams.records.SRC_HEADER: <internal partition>:<offset> of the cause
 KIND_HEADER = "socnoc-kind"
+_ROUND_S = 0.005  # the paced producer's shortest round
 _PRODUCER: dict[str, Any] = {"acks": "all", "linger_ms": 5, "max_batch_size": 1024 * 1024}
 
 
@@ -453,9 +454,9 @@ class KafkaBench:
 
         Records go out in batches (`BatchSender`, the worker's own: ~7 µs a record instead of
         ~35 µs for `send()`), so that the benchmark's producer takes as little as it can of
-        the two cores it shares with the worker and the broker. Paced, every round sends the
-        records due by then; an alert's stamp is the moment it was due, so the wait for its
-        round counts in its latency.
+        the two cores it shares with the worker and the broker. Paced, a round every 5 ms at
+        most sends the records due by then; an alert's stamp is the moment it was due, so the
+        wait for its round counts in its latency.
         """
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, client_id="bench-producer", **_PRODUCER)
         await producer.start()
@@ -468,10 +469,10 @@ class KafkaBench:
             while sent < total:
                 due = total
                 if rate is not None:
+                    # a round every 5 ms at most (the linger of `send()`): a produce request
+                    # per millisecond costs the embedded broker more than a whole core
+                    await asyncio.sleep(max(_ROUND_S, start + sent / rate - time.perf_counter()))
                     due = min(total, int((time.perf_counter() - start) * rate) + 1)
-                    if due <= sent:
-                        await asyncio.sleep(max(0.0005, start + sent / rate - time.perf_counter()))
-                        continue
                 upto = min(due, sent + 5_000)
                 now = time.perf_counter()
                 for i in range(sent, upto):
