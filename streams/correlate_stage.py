@@ -105,10 +105,8 @@ class CorrelateStage(Stage):
         *,
         new_correlator: Any,
         snapshotter: Snapshotter,
-        gate: asyncio.Event | None = None,
     ) -> None:
         super().__init__(settings, health)
-        self._gate = gate  # cleared while a checkpoint is taken (see streams.worker)
         self.metrics = metrics
         self.caps = CapWatch(metrics)
         self._new: Any = new_correlator
@@ -422,23 +420,17 @@ class CorrelateStage(Stage):
         # Every output of these partitions is acknowledged (awaited here), so the end
         # offsets read now are a lower bound of anything published after.
         began = time.perf_counter()
-        if self._gate is not None:
-            self._gate.clear()
-        try:
-            await self._acked()
-            out_ends = await store.output_ends()
-            states = await asyncio.to_thread(lambda: [st.processor.dump(self._snap) for st in dirty])
-            written_at = time.time()
-            # written together (one produce request), each acknowledged before this returns
-            await asyncio.gather(
-                *(
-                    store.write(Checkpoint(st.partition, st.next_offset, out_ends, state, written_at=written_at))
-                    for st, state in zip(dirty, states, strict=True)
-                )
+        await self._acked()
+        out_ends = await store.output_ends()
+        states = await asyncio.to_thread(lambda: [st.processor.dump(self._snap) for st in dirty])
+        written_at = time.time()
+        # written together (one produce request), each acknowledged before this returns
+        await asyncio.gather(
+            *(
+                store.write(Checkpoint(st.partition, st.next_offset, out_ends, state, written_at=written_at))
+                for st, state in zip(dirty, states, strict=True)
             )
-        finally:
-            if self._gate is not None:
-                self._gate.set()
+        )
         self.metrics.observe_checkpoint(time.perf_counter() - began)
         for st, state in zip(dirty, states, strict=True):
             st.dirty = False

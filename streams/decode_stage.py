@@ -12,7 +12,6 @@ does, left `tests/integration/test_event_order.py` without its last decisions: n
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Mapping
@@ -36,8 +35,6 @@ from streams.stage import Stage, drop_task, start_clients, stop_clients
 __all__ = ["DecodeStage", "SourceClock"]
 
 log = logging.getLogger(__name__)
-
-_GATE_WAIT_S = 2.0  # longest wait for a checkpoint of the correlate stage
 
 _TICK_INTERVAL_S = 1.0
 
@@ -134,12 +131,9 @@ class DecodeStage(Stage):
         health: Health,
         metrics: Metrics,
         identity: Identity,
-        *,
-        gate: asyncio.Event | None = None,
     ) -> None:
         super().__init__(settings, health)
         self.metrics = metrics
-        self._gate = gate  # batches are processed while it is set (see streams.worker)
         context: Mapping[str, type[Asset] | type[Change] | type[Feedback]] = {
             settings.assets_topic: Asset,
             settings.changes_topic: Change,
@@ -192,11 +186,6 @@ class DecodeStage(Stage):
                 batch = await consumer.getmany(
                     timeout_ms=200, max_records=settings.batch_max_records
                 )
-                if self._gate is not None and not self._gate.is_set():
-                    # at most a few seconds: a checkpoint held up by the broker must not
-                    # hold the decoding too
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._gate.wait(), _GATE_WAIT_S)
                 async with self.lock:
                     if batch:
                         await self._process(consumer, producer, batch)

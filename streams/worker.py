@@ -56,14 +56,8 @@ class Worker:
         self.inventory = InventoryReader(settings, self.health, self.identity)
         # only the stages this worker runs exist (and appear in /health)
         self.stages: list[Stage] = []
-        # Both stages share this process's event loop: the decode stage waits while the
-        # correlate stage takes a checkpoint (decoding on would only queue more records for
-        # the paused stage, while slowing the checkpoint's broker round trips and its
-        # serialisation, which runs in a thread and needs the interpreter lock).
-        gate = asyncio.Event()
-        gate.set()
         if "decode" in settings.stages:
-            self.stages.append(DecodeStage(settings, self.health, self.metrics, self.identity, gate=gate))
+            self.stages.append(DecodeStage(settings, self.health, self.metrics, self.identity))
         if "correlate" in settings.stages:
             self.stages.append(
                 CorrelateStage(
@@ -72,7 +66,6 @@ class Worker:
                     self.metrics,
                     new_correlator=lambda: new_correlator(settings, context),
                     snapshotter=snapshotter(settings, context),
-                    gate=gate,
                 )
             )
         self.web_port: int | None = None
