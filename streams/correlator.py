@@ -57,7 +57,10 @@ def snapshotter(settings: Settings, context: Context) -> Snapshotter:
     def dump(correlator: Correlator) -> bytes:
         document = getattr(correlator, "snapshot_document", None)
         if callable(document):  # the same JSON as snapshot(), encoded by orjson
-            return _OWN + orjson.dumps(document())
+            try:  # non-string keys become strings, as `json` makes them
+                return _OWN + orjson.dumps(document(), option=orjson.OPT_NON_STR_KEYS)
+            except TypeError:  # a value orjson cannot encode: the correlator's own encoder
+                log.warning("checkpoint state fell back to the standard JSON encoder", exc_info=True)
         own = getattr(correlator, "snapshot", None)
         if callable(own):
             data = own()

@@ -95,3 +95,30 @@ def test_context_state_is_plain_json_too() -> None:
     restored = snap.load(snap.dump(engine))
     assert isinstance(restored, Engine)
     assert restored.snapshot() == engine.snapshot()
+
+
+class _Keyed(Engine):
+    """An engine whose document has what orjson does not encode by default."""
+
+    def __init__(self, extra: object) -> None:
+        super().__init__()
+        self._extra = extra
+
+    def snapshot_document(self) -> dict[str, Any]:
+        return {**super().snapshot_document(), "extra": self._extra}
+
+    def snapshot(self) -> bytes:
+        return json.dumps(self.snapshot_document(), separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def test_non_string_keys_are_written_as_json_writes_them() -> None:
+    snap = snapshotter(Settings(), load_context())
+    engine = _Keyed({1: "one", 2.5: "two and a half", None: "nothing"})
+    assert orjson.loads(snap.dump(engine)[1:]) == json.loads(engine.snapshot())
+
+
+def test_what_orjson_cannot_encode_falls_back_to_json(caplog: pytest.LogCaptureFixture) -> None:
+    snap = snapshotter(Settings(), load_context())
+    engine = _Keyed(10**30)  # past 64 bits: orjson refuses, json writes it
+    assert snap.dump(engine)[1:] == engine.snapshot()
+    assert "fell back to the standard JSON encoder" in caplog.text
