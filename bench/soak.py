@@ -38,6 +38,7 @@ from streams.broker import EmbeddedBroker, free_port
 from streams.control import end_of_input
 from streams.faultproxy import ProxyProcess
 from streams.kafka import high_watermarks
+from streams.records import SRC_HEADER, header
 from streams.testing import (
     ROOT,
     Names,
@@ -153,6 +154,11 @@ class Checker:
         self.versions: dict[str, Counter[int]] = {}
         self.dispositions: Counter[str] = Counter()
         self.last_progress = time.monotonic()
+        # where each decision was read: (record partition, offset, timestamp ms, socnoc-src),
+        # the first copy of every alert id and every copy of a repeated one, to tell which
+        # internal partitions and which moments the repeats came from
+        self._first: dict[str, tuple[int, int, int, str]] = {}
+        self.repeats: dict[str, list[tuple[int, int, int, str]]] = {}
 
     def feed(self, topic: str, batch: list[ConsumerRecord[bytes, bytes]]) -> None:
         self.last_progress = time.monotonic()
@@ -161,8 +167,14 @@ class Checker:
                 continue
             value = orjson.loads(rec.value)
             if topic == self.names.decisions:
-                self.decisions[str(value["alert_id"])] += 1
+                alert_id = str(value["alert_id"])
+                self.decisions[alert_id] += 1
                 self.dispositions[str(value["disposition"])] += 1
+                src = (header(rec.headers, SRC_HEADER) or b"").decode(errors="replace")
+                where = (rec.partition, rec.offset, rec.timestamp, src)
+                first = self._first.setdefault(alert_id, where)
+                if first is not where:
+                    self.repeats.setdefault(alert_id, [first]).append(where)
             elif topic == self.names.dlq:
                 self.dead[f"{value['topic']}:{value['partition']}:{value['offset']}"] += 1
             elif topic == self.names.incidents:
@@ -201,6 +213,16 @@ class Checker:
             "incidents_with_version_gaps": gaps,
             "decided_outside_manifest": len(self.decided() - manifest),
             "lost_sample": lost[:10],
+            # the copies of a few repeated decisions, and the internal partitions (from
+            # socnoc-src) and time span of every repeated copy
+            "repeat_sample": {k: self.repeats[k] for k in sorted(self.repeats)[:5]},
+            "repeats_by_src_partition": dict(
+                Counter(w[3].partition(":")[0] for copies in self.repeats.values() for w in copies[1:])
+            ),
+            "repeats_time_span_ms": [
+                min((w[2] for c in self.repeats.values() for w in c[1:]), default=None),
+                max((w[2] for c in self.repeats.values() for w in c[1:]), default=None),
+            ],
         }
 
 

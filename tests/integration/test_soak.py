@@ -135,7 +135,12 @@ def test_checker_counts_losses_and_repeats() -> None:
     checker = Checker(names)
 
     def records(*values: dict[str, object]) -> list[SimpleNamespace]:
-        return [SimpleNamespace(value=orjson.dumps(v)) for v in values]
+        return [
+            SimpleNamespace(
+                value=orjson.dumps(v), partition=0, offset=i, timestamp=1000 + i, headers=[("socnoc-src", b"3:4%d" % i)]
+            )
+            for i, v in enumerate(values)
+        ]
 
     decision = {"alert_id": "a", "disposition": "noise"}
     checker.feed(names.decisions, records(decision, decision, {"alert_id": "t:0:7", "disposition": "invalid"}))
@@ -152,7 +157,12 @@ def test_checker_counts_losses_and_repeats() -> None:
         "dlq": 1,
         "faults": {"kills": 3, "rebalances": 1, "broker_outages": 1},
     }
-    assert checker.details({"a", "b", "t:0:7"})["repeated_incident_versions"] == 1
+    details = checker.details({"a", "b", "t:0:7"})
+    assert details["repeated_incident_versions"] == 1
+    # where the repeated decision's copies were read, and which internal partition made them
+    assert details["repeat_sample"] == {"a": [(0, 0, 1000, "3:40"), (0, 1, 1001, "3:41")]}
+    assert details["repeats_by_src_partition"] == {"3": 1}
+    assert details["repeats_time_span_ms"] == [1001, 1001]
 
 
 async def test_a_worker_cut_off_past_its_session_repeats_nothing(tmp_path: Path) -> None:
