@@ -23,7 +23,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,11 +31,13 @@ from typing import Any
 import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.data import KAFKA_MAP, Records
 from bench.procs import cpu_seconds, die_with_parent
 from streams.broker import free_port
 from streams.kafka import BatchSender, high_watermarks
+from streams.records import KIND_HEADER, SRC_HEADER, header
 from streams.testing import commit_offsets, create_topics, settings_from_env
 
 __all__ = [
@@ -49,8 +51,6 @@ __all__ = [
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
-SRC_HEADER = "socnoc-src"  # streams.records.SRC_HEADER: <internal partition>:<offset> of the cause
-KIND_HEADER = "socnoc-kind"
 _ROUND_S = 0.005  # the paced producer's shortest round
 _PRODUCER: dict[str, Any] = {"acks": "all", "linger_ms": 5, "max_batch_size": 1024 * 1024}
 
@@ -138,13 +138,6 @@ class Tail:
             await asyncio.gather(self._task, return_exceptions=True)
         if self._consumer is not None:
             await self._consumer.stop()
-
-
-def _header(headers: Iterable[tuple[str, bytes]] | None, name: str) -> bytes | None:
-    for key, value in headers or ():
-        if key == name:
-            return value
-    return None
 
 
 class _Child:
@@ -249,13 +242,14 @@ class WorkerProcess(_Child):
                     text = await resp.text()
         except (aiohttp.ClientError, TimeoutError):
             return None
-        values: dict[str, float] = {}
-        for line in text.splitlines():
-            name, _, value = line.partition(" ")
-            if name in ("socnoc_checkpoint_duration_seconds_sum", "socnoc_checkpoint_duration_seconds_count"):
-                values[name.rsplit("_", 1)[1]] = float(value)
-        count = int(values.get("count", 0))
-        return (count, values["sum"] / count * 1000) if count else None
+        values = {
+            sample.name: sample.value
+            for family in text_string_to_metric_families(text)
+            if family.name == "socnoc_checkpoint_duration_seconds"
+            for sample in family.samples
+        }
+        count = int(values.get("socnoc_checkpoint_duration_seconds_count", 0))
+        return (count, values["socnoc_checkpoint_duration_seconds_sum"] / count * 1000) if count else None
 
     async def wait_ready(
         self, internal_partitions: int, timeout_s: float = 90.0, stages: tuple[str, ...] = ("decode", "correlate")
@@ -643,7 +637,7 @@ class KafkaBench:
                     continue
                 key = rec.key.decode()
                 if key in wanted and key not in arrived:
-                    arrived[key] = (now, _header(rec.headers, SRC_HEADER))
+                    arrived[key] = (now, header(rec.headers, SRC_HEADER))
                     decision_ts[key] = (rec.timestamp, epoch_ms)
 
         internal_from = await ends(self.bootstrap, self.internal)
@@ -711,7 +705,7 @@ class KafkaBench:
         found: dict[bytes, str] = {}
 
         def record(rec: Any) -> None:
-            if _header(rec.headers, KIND_HEADER) == b"alert" and rec.value:
+            if header(rec.headers, KIND_HEADER) == b"alert" and rec.value:
                 alert_id = orjson.loads(rec.value).get("id")
                 if alert_id in wanted:
                     found[f"{rec.partition}:{rec.offset}".encode()] = alert_id

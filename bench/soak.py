@@ -204,6 +204,8 @@ class Checker:
         repeated_versions = sum(1 for c in self.versions.values() for n in c.values() if n > 1)
         gaps = sum(1 for c in self.versions.values() if sorted(c) != list(range(1, len(c) + 1)))
         lost = sorted(manifest - self.decided())
+        again = [where for copies in self.repeats.values() for where in copies[1:]]  # not the first copy
+        times = [timestamp for _, _, timestamp, _ in again]
         return {
             "decision_records": sum(self.decisions.values()),
             "dispositions": dict(self.dispositions),
@@ -216,13 +218,8 @@ class Checker:
             # the copies of a few repeated decisions, and the internal partitions (from
             # socnoc-src) and time span of every repeated copy
             "repeat_sample": {k: self.repeats[k] for k in sorted(self.repeats)[:5]},
-            "repeats_by_src_partition": dict(
-                Counter(w[3].partition(":")[0] for copies in self.repeats.values() for w in copies[1:])
-            ),
-            "repeats_time_span_ms": [
-                min((w[2] for c in self.repeats.values() for w in c[1:]), default=None),
-                max((w[2] for c in self.repeats.values() for w in c[1:]), default=None),
-            ],
+            "repeats_by_src_partition": dict(Counter(src.partition(":")[0] for *_, src in again)),
+            "repeats_time_span_ms": [min(times, default=None), max(times, default=None)],
         }
 
 

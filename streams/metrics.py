@@ -45,8 +45,9 @@ LATENCY_BUCKETS: tuple[float, ...] = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
     120.0, 300.0, 600.0,
 )
-# Event-time durations of incidents: seconds to a day.
+# Checkpoint pauses of the correlate stage: milliseconds to seconds.
 CHECKPOINT_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Event-time durations of incidents: seconds to a day.
 INCIDENT_TIME_BUCKETS: tuple[float, ...] = (
     0.0, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0,
     14400.0, 28800.0, 86400.0,
