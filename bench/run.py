@@ -17,7 +17,8 @@ Phases, each repeated `BENCH_RUNS` times (default 3) and reported as the median:
 Environment: `BENCH_RUNS`, `BENCH_QUICK=1` (a fast dev run with smaller sizes),
 `BENCH_SYNTHETIC_ALERTS`, `BENCH_E2E_ALERTS`, `BENCH_LATENCY_SECONDS`, `BENCH_STATE_ASSETS`,
 `BENCH_STATE_ALERTS_PER_ASSET`, `BENCH_SKIP_KAFKA=1` (Kafka figures become null),
-`BENCH_SPLIT=1` (the worker as a decode and a correlate process), `BENCH_INPUT_PARTITIONS`
+`BENCH_SPLIT=1` (the worker as a decode and a correlate process), `BENCH_LATENCY_RATE` (alerts/s
+of the latency runs instead of half the e2e rate: compares two builds), `BENCH_INPUT_PARTITIONS`
 (default 1; more puts the reorder buffer's waits into the latency figures),
 `BENCH_PHASES` (some of `core state kafka`, for a partial dev run; the others stay null),
 `BENCH_OUT` (work directory, default `build/bench`). Progress goes to stderr; stdout gets a
@@ -96,6 +97,7 @@ class Config:
     kafka: bool = True
     split: bool = False
     input_partitions: int = 1
+    latency_rate: int = 0  # 0: half the measured e2e rate (a fixed rate compares two builds)
     out: Path = ROOT / "build" / "bench"
 
     @classmethod
@@ -111,6 +113,7 @@ class Config:
             kafka=not _env_flag("BENCH_SKIP_KAFKA"),
             split=_env_flag("BENCH_SPLIT"),
             input_partitions=_env_int("BENCH_INPUT_PARTITIONS", 1),
+            latency_rate=_env_int("BENCH_LATENCY_RATE", 0),
             out=Path(os.environ.get("BENCH_OUT") or ROOT / "build" / "bench"),
         )
 
@@ -279,7 +282,7 @@ async def _kafka_phase(cfg: Config, report: Report, base: BaseData) -> None:
                 f"backlog of {run.backlog_alerts:,} {'n/a' if run.backlog is None else f'{run.backlog:,.0f}/s'}); "
                 f"CPU µs/alert {run.cpu_us_per_alert}"
             )
-        rate = (median(report.e2e) or 0.0) / 2
+        rate = float(cfg.latency_rate) or (median(report.e2e) or 0.0) / 2
         count = max(100, int(rate * cfg.latency_seconds))
         for i in range(cfg.runs):
             bench = await fresh(f"bench-lat{i}")

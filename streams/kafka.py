@@ -217,7 +217,8 @@ async def retry_forever(
 async def high_watermarks(
     consumer: AIOKafkaConsumer, tps: Iterable[TopicPartition], timeout_s: float = 30.0
 ) -> dict[TopicPartition, int]:
-    """Exact end offsets, from fetch responses; `consumer` must be group-less (it is reassigned).
+    """Exact end offsets, from fetch responses; `consumer` must be group-less (it is assigned
+    the partitions, which are paused after the call: it fetches nothing in the background).
 
     Tansu 0.6 answers ListOffsets(latest) with the base offset of the last record batch plus
     one, which is short of the end when producers batch; `end_offsets()` is only a lower
@@ -228,20 +229,23 @@ async def high_watermarks(
         return {}
     lower = await consumer.end_offsets(wanted)
     consumer.assign(wanted)
-    for tp in wanted:
-        consumer.seek(tp, max(0, int(lower[tp]) - 1))
     found: dict[TopicPartition, int] = {}
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while len(found) < len(wanted):
-        if loop.time() > deadline:
-            raise TimeoutError("no fetch response for the high watermarks in time")
-        missing = [tp for tp in wanted if tp not in found]
-        await consumer.getmany(*missing, timeout_ms=200, max_records=1)
-        for tp in missing:
-            high = consumer.highwater(tp)
-            if high is not None:
-                found[tp] = int(high)
+    try:
+        for tp in wanted:
+            consumer.seek(tp, max(0, int(lower[tp]) - 1))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while len(found) < len(wanted):
+            if loop.time() > deadline:
+                raise TimeoutError("no fetch response for the high watermarks in time")
+            missing = [tp for tp in wanted if tp not in found]
+            await consumer.getmany(*missing, timeout_ms=200, max_records=1)
+            for tp in missing:
+                high = consumer.highwater(tp)
+                if high is not None:
+                    found[tp] = int(high)
+    finally:
+        consumer.pause(*wanted)
     return found
 
 
