@@ -314,6 +314,16 @@ class LatencyResult:
 
 
 @dataclass(frozen=True)
+class RawLatency:
+    """Send -> read latency (ms) of every record through the raw pipeline at `rate`/s."""
+
+    rate: float
+    records: int
+    p50_ms: float | None
+    p99_ms: float | None
+
+
+@dataclass(frozen=True)
 class E2EResult:
     """Worker throughput of one run (alerts/s): records produced live while it works (the
     producer in this process competing for the cores), and on the backlog left when the
@@ -514,6 +524,34 @@ class KafkaBench:
             return want / (last[0] - start)
         finally:
             raw.stop()
+
+    async def raw_latency_run(self, records: Records, rate: float, timeout_s: float = 600.0) -> RawLatency:
+        """The floor under the worker's latency: the raw pipeline (one hop through the broker,
+        where the worker makes two) at the same steady rate, timed the same way, send to read."""
+        offsets = await ends(self.bootstrap, self.alerts)
+        out = await ends(self.bootstrap, self.raw_out)
+        wanted = set(records.ids)
+        stamps: dict[str, float] = {}
+        arrived: dict[str, float] = {}
+
+        def seen(batch: list[Any], now: float) -> None:
+            for rec in batch:
+                alert_id = orjson.loads(rec.value).get("id") if rec.value else None
+                if alert_id in wanted and alert_id not in arrived:
+                    arrived[alert_id] = now
+
+        raw = RawProcess(self.workdir / "raw-latency.log")
+        try:
+            async with Tail(self.bootstrap, self.raw_out, out, seen):
+                await raw.start(self.bootstrap, self.alerts, self.raw_out, offsets)
+                await self.produce(records, rate=rate, stamps=stamps)
+                await until(lambda: len(arrived) >= len(wanted) or not raw.alive(), timeout_s, "raw outputs")
+                if len(arrived) < len(wanted):
+                    raise RuntimeError(f"the raw pipeline stopped:\n{raw.log_tail()}")
+        finally:
+            raw.stop()
+        latencies = [(arrived[a] - stamps[a]) * 1000.0 for a in records.ids]
+        return RawLatency(rate, len(latencies), percentile(latencies, 0.50), percentile(latencies, 0.99))
 
     def _cpu(self, *children: _Child | None) -> tuple[float | None, float | None]:
         """CPU seconds used so far by `children` (together) and by the broker."""

@@ -12,7 +12,9 @@ Phases, each repeated `BENCH_RUNS` times (default 3) and reported as the median:
    fed the same records on the same topic (a fresh one for each run: Tansu slows down as a
    partition grows), run after run (their ratio is the median of
    the per-run ratios, so both sides of a ratio see the same machine load); then latency
-   under steady load at half the measured e2e rate.
+   under steady load at half the measured e2e rate, each run followed by the raw pipeline's
+   latency at that rate (its floor: one hop through the broker where the worker makes two;
+   in report.json, not in the JSON line).
 
 Environment: `BENCH_RUNS`, `BENCH_QUICK=1` (a fast dev run with smaller sizes),
 `BENCH_SYNTHETIC_ALERTS`, `BENCH_E2E_ALERTS`, `BENCH_LATENCY_SECONDS`, `BENCH_STATE_ASSETS`,
@@ -132,6 +134,7 @@ class Report:
     e2e_runs: list[dict[str, Any]] = field(default_factory=list)  # live and backlog rates of each run
     raw_cpu: list[dict[str, Any]] = field(default_factory=list)  # CPU µs per alert: pipeline, broker
     latency: list[dict[str, Any]] = field(default_factory=list)
+    raw_latency: list[dict[str, Any]] = field(default_factory=list)  # the raw pipeline at the latency rate
     worker_peak_rss_mb: list[float] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
@@ -294,6 +297,13 @@ async def _kafka_phase(cfg: Config, report: Report, base: BaseData) -> None:
                 f"({lat.on_arrival}/{lat.sent} decided on arrival); p50/p99 by hop: "
                 + ", ".join(f"{hop} {_ms(p50)}/{_ms(p99)}" for hop, (p50, p99) in lat.hops.items())
                 + f"; {lat.checkpoints} checkpoints, mean pause {_ms(lat.checkpoint_pause_ms)}"
+            )
+            floor_bench = await fresh(f"bench-rawlat{i}")  # its own topics, as fresh as the worker's
+            floor = await floor_bench.raw_latency_run(kafka_records(base, 0, count, run=f"rawlat{i}"), rate)
+            report.raw_latency.append(asdict(floor))
+            _progress(
+                f"raw pipeline latency run {i + 1}/{cfg.runs} at {rate:,.0f}/s (one hop, the floor): "
+                f"p50 {_ms(floor.p50_ms)}, p99 {_ms(floor.p99_ms)}"
             )
     finally:
         for bench in benches:

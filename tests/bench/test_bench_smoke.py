@@ -107,6 +107,9 @@ def test_kafka_phase_on_the_embedded_broker(tmp_path: Path) -> None:
     assert latency["decided"] == latency["sent"] >= 100
     assert 0 < latency["on_arrival"] <= latency["sent"]
     assert 0 <= result["p50_latency_ms"] <= result["p99_latency_ms"]
+    floor = report.raw_latency[0]  # the raw pipeline at the same rate: every record timed
+    assert floor["rate"] == latency["rate"] and floor["records"] == latency["sent"]
+    assert 0 <= floor["p50_ms"] <= floor["p99_ms"]
     assert report.worker_peak_rss_mb and all(mb > 0 for mb in report.worker_peak_rss_mb)
 
 
