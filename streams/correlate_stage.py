@@ -50,6 +50,7 @@ from streams.records import (
     dead_letter,
     decode_item,
     identity,
+    output_json,
 )
 from streams.settings import Settings
 from streams.stage import Stage, drop_task, start_clients, stop_clients
@@ -372,7 +373,7 @@ class CorrelateStage(Stage):
             (SRC_HEADER, f"{st.partition}:{offset}".encode()),
             (OID_HEADER, oid.encode()),
         ]
-        await sender.add(topic, output.model_dump_json().encode(), key=key.encode(), headers=headers)
+        await sender.add(topic, output_json(output), key=key.encode(), headers=headers)
 
     async def _emit_incident(
         self, sender: BatchSender, st: PartitionState, offset: int, output: IncidentEvent, oid: str

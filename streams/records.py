@@ -44,6 +44,7 @@ __all__ = [
     "EVENT_HEADER",
     "encode_item",
     "decode_item",
+    "output_json",
     "identity",
     "dead_letter",
     "header",
@@ -160,6 +161,17 @@ def _alert_json(alert: Alert) -> bytes:
     the validated fields: enums as values, tuples as arrays, datetimes in RFC 3339), about half
     the cost of `model_dump_json`; `Alert.model_validate_json` reads it back exactly."""
     return orjson.dumps(alert.__dict__)
+
+
+def output_json(record: Decision | DeadLetter) -> bytes:
+    """A decision's or dead letter's published value: the bytes of `model_dump_json()`, about
+    a sixth of its cost (orjson of the fields, every one set and in declaration order; a UTC
+    time as `Z`, as pydantic writes it). Held equal on every bundled dataset's decisions. A
+    value orjson refuses (a lone surrogate in a string) goes through pydantic."""
+    try:
+        return orjson.dumps(record.__dict__, option=orjson.OPT_UTC_Z)
+    except TypeError:
+        return record.model_dump_json().encode()
 
 
 def _kind_header(kind: Kind, extra: Headers | None = None) -> Headers:
