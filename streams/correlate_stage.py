@@ -392,7 +392,7 @@ class CorrelateStage(Stage):
         main = self.settings.incidents_topic
         targets = [(main, oid)]
         targets += [(t, f"{oid}@{t}") for t in team_targets(self.settings.team_topics, output.owners, main)]
-        value = output.model_dump_json().encode()
+        value = output_json(output)
         key = output.incident_id.encode()
         routing = [
             (OWNERS_HEADER, ",".join(output.owners).encode()),

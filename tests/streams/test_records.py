@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import random
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -94,9 +95,8 @@ def test_foreign_records_are_reported_not_raised_at_random(value: bytes | None, 
         decode_item(value, headers)
 
 
-def test_identities_name_what_a_restart_must_not_repeat() -> None:
-    decision = Decision(alert_id="a1", disposition=Disposition.NOISE, reason="r")
-    event = IncidentEvent(
+def _event() -> IncidentEvent:
+    return IncidentEvent(
         incident_id="INC-1",
         kind=IncidentKind.SECURITY,
         assets=("web",),
@@ -108,6 +108,11 @@ def test_identities_name_what_a_restart_must_not_repeat() -> None:
         event=LifecycleEvent.OPENED,
         version=3,
     )
+
+
+def test_identities_name_what_a_restart_must_not_repeat() -> None:
+    decision = Decision(alert_id="a1", disposition=Disposition.NOISE, reason="r")
+    event = _event()
     item = ITEMS[2]
     assert isinstance(item, InvalidItem)
     letter = dead_letter(item)
@@ -149,17 +154,26 @@ class _Recording:
 
 
 @pytest.mark.parametrize("name", sorted(DATASETS))
-def test_published_decisions_are_the_bytes_pydantic_writes(name: str, tmp_path: Path) -> None:
+def test_published_records_are_the_bytes_pydantic_writes(name: str, tmp_path: Path) -> None:
     dataset = DATASETS[name]
     folder = default_data_root() / dataset.folder
     context = load_context(inventory=folder / dataset.inventory if dataset.inventory else None)
     engine = _Recording(build_engine(context))
     files = [folder / f for f in dataset.files]
     replay(files, dataset.fmt, engine, tmp_path, options=format_options(dataset.fmt, dataset.map_spec))
-    decisions = [o for o in engine.outputs if isinstance(o, Decision)]
-    assert len(decisions) > 100
-    for decision in decisions:
-        assert output_json(decision) == decision.model_dump_json().encode(), decision
+    assert sum(isinstance(o, Decision) for o in engine.outputs) > 100
+    assert any(isinstance(o, IncidentEvent) and o.timeline and o.root_cause for o in engine.outputs)
+    for output in engine.outputs:
+        assert output_json(output) == output.model_dump_json().encode(), output
+
+
+def test_scores_are_written_as_pydantic_writes_floats() -> None:
+    rng = random.Random(7)
+    scores = [rng.uniform(0, 100) for _ in range(20_000)] + [0.0, 100.0, 1e-7, 1 / 3, 99.99999999999999, 5e-324]
+    scores += [round(s, digits) for s in scores[:2000] for digits in (1, 2, 3)]
+    for score in scores:
+        event = _event().model_copy(update={"score": score})
+        assert output_json(event) == event.model_dump_json().encode(), score
 
 
 @pytest.mark.parametrize(
