@@ -38,7 +38,7 @@ from bench.procs import cpu_seconds, die_with_parent
 from streams.broker import free_port
 from streams.kafka import BatchSender, high_watermarks
 from streams.records import KIND_HEADER, SRC_HEADER, header
-from streams.testing import commit_offsets, create_topics, settings_from_env
+from streams.testing import WaitTimeout, commit_offsets, create_topics, settings_from_env, until
 
 __all__ = [
     "KafkaBench",
@@ -55,20 +55,6 @@ _ROUND_S = 0.005  # the paced producer's shortest round
 _PRODUCER: dict[str, Any] = {"acks": "all", "linger_ms": 5, "max_batch_size": 1024 * 1024}
 
 
-async def until(probe: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.05) -> Any:
-    """Poll `probe` (sync or async) until truthy; TimeoutError naming `what` otherwise."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = probe()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        await asyncio.sleep(interval_s)
-
-
 async def ends(bootstrap: str, topic: str) -> dict[int, int]:
     """Exact end offset of every partition of `topic` (waits until the topic exists)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, client_id="bench-ends")
@@ -80,7 +66,7 @@ async def ends(bootstrap: str, topic: str) -> dict[int, int]:
             found: set[int] | None = consumer.partitions_for_topic(topic)
             return found
 
-        partitions = await until(parts, 60, f"topic {topic}", 0.2)
+        partitions = await until(parts, 60, f"topic {topic}", interval_s=0.2)
         found = await high_watermarks(consumer, [TopicPartition(topic, p) for p in sorted(partitions)])
         return {tp.partition: offset for tp, offset in found.items()}
     finally:
@@ -271,8 +257,8 @@ class WorkerProcess(_Child):
             )
 
         try:
-            await until(ready, timeout_s, "the worker to own its partitions", 0.2)
-        except TimeoutError as exc:
+            await until(ready, timeout_s, "the worker to own its partitions", interval_s=0.2)
+        except WaitTimeout as exc:
             raise TimeoutError(f"{exc}\n{self.log_tail()}") from None
 
 
