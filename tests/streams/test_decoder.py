@@ -87,6 +87,18 @@ def test_a_format_header_overrides_the_topic_format() -> None:
     assert isinstance(bad.item, InvalidItem) and "nope" in bad.item.reason
 
 
+def test_the_topic_adapter_is_kept_per_topic_and_a_header_overrides_it_per_record() -> None:
+    decoder = _decoder()
+    first, again = (decoder.decode(_rec("soc", WAZUH[0]))[0] for _ in range(2))
+    assert isinstance(first.item, AlertItem) and isinstance(again.item, AlertItem)
+    (overridden,) = decoder.decode(_rec("soc", AITADS_ROW, headers=[("socnoc-format", b"aitads")]))
+    assert isinstance(overridden.item, AlertItem)
+    (plain,) = decoder.decode(_rec("soc", AITADS_ROW))  # the override did not stick to the topic
+    assert isinstance(plain.item, InvalidItem)
+    (back,) = decoder.decode(_rec("soc", WAZUH[1]))
+    assert isinstance(back.item, AlertItem) and back.item.alert.source == first.item.alert.source
+
+
 def test_an_adapter_bug_is_an_invalid_input_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
     decoder = _decoder()
 
