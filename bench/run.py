@@ -23,7 +23,9 @@ Environment: `BENCH_RUNS`, `BENCH_QUICK=1` (a fast dev run with smaller sizes),
 of the latency runs instead of half the e2e rate: compares two builds), `BENCH_INPUT_PARTITIONS`
 (default 1; more puts the reorder buffer's waits into the latency figures),
 `BENCH_PHASES` (some of `core state kafka`, for a partial dev run; the others stay null),
-`BENCH_OUT` (work directory, default `build/bench`). Progress goes to stderr; stdout gets a
+`BENCH_OUT` (work directory, default `build/bench`); a value that is not usable (not a whole
+number, below its minimum, an unknown phase) stops it with exit status 2 and a message naming
+the variable. Progress goes to stderr; stdout gets a
 summary and, last, the JSON line. Details of every run are written to `BENCH_OUT/report.json`.
 A phase that fails (say, the worker does not start) leaves its figures null, is named in the
 notes, and makes the exit status 1; the JSON line is printed all the same.
@@ -77,9 +79,33 @@ KEYS = (
 )
 
 
-def _env_int(name: str, default: int) -> int:
+class BenchConfigError(ValueError):
+    """A `BENCH_*` setting that cannot be used (the benchmark does not start)."""
+
+
+PHASES = ("core", "state", "kafka")
+
+
+def _env_int(name: str, default: int, minimum: int = 1) -> int:
     value = os.environ.get(name, "").strip()
-    return int(value) if value else default
+    if not value:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        number = minimum - 1
+    if number < minimum:
+        raise BenchConfigError(f"{name} must be a whole number >= {minimum}, got {value[:40]!r}")
+    return number
+
+
+def phases_from_env() -> tuple[str, ...]:
+    """`BENCH_PHASES` (space- or comma-separated), all phases when unset."""
+    chosen = tuple(os.environ.get("BENCH_PHASES", "").replace(",", " ").split())
+    unknown = [name for name in chosen if name not in PHASES]
+    if unknown:
+        raise BenchConfigError(f"BENCH_PHASES: unknown phase {unknown[0][:40]!r} (phases: {', '.join(PHASES)})")
+    return chosen or PHASES
 
 
 def _env_flag(name: str) -> bool:
@@ -115,7 +141,7 @@ class Config:
             kafka=not _env_flag("BENCH_SKIP_KAFKA"),
             split=_env_flag("BENCH_SPLIT"),
             input_partitions=_env_int("BENCH_INPUT_PARTITIONS", 1),
-            latency_rate=_env_int("BENCH_LATENCY_RATE", 0),
+            latency_rate=_env_int("BENCH_LATENCY_RATE", 0, minimum=0),
             out=Path(os.environ.get("BENCH_OUT") or ROOT / "build" / "bench"),
         )
 
@@ -341,7 +367,7 @@ def summary_line(result: dict[str, Any]) -> str:
     return orjson.dumps({key: result.get(key) for key in KEYS}).decode()
 
 
-def run(cfg: Config, *, phases: Sequence[str] = ("core", "state", "kafka")) -> Report:
+def run(cfg: Config, *, phases: Sequence[str] = PHASES) -> Report:
     """Measure everything `cfg` asks for; the report holds every run and the result."""
     cfg.out.mkdir(parents=True, exist_ok=True)
     report = Report(config={k: str(v) for k, v in asdict(cfg).items()}, machine=machine())
@@ -383,9 +409,13 @@ def _table(result: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     del argv
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    cfg = Config.from_env()
-    chosen = os.environ.get("BENCH_PHASES", "").replace(",", " ").split()
-    report = run(cfg, phases=chosen or ("core", "state", "kafka"))
+    try:
+        cfg = Config.from_env()
+        phases = phases_from_env()
+    except BenchConfigError as exc:
+        sys.stderr.write(f"bench: {exc}\n")
+        return 2
+    report = run(cfg, phases=phases)
     for note in report.notes:
         _progress(f"note: {note}")
     sys.stdout.write(_table(report.result) + "\n")

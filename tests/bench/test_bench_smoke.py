@@ -140,3 +140,31 @@ def test_alerts_due_on_arrival_are_found_without_kafka() -> None:
     due = due_on_arrival(KafkaBench("127.0.0.1:1", Path("/nonexistent"), prefix="t").env(), records)
     assert due <= set(records.ids)
     assert 0.5 * len(records) < len(due) < len(records)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("BENCH_LATENCY_RATE", "fast", "BENCH_LATENCY_RATE must be a whole number >= 0, got 'fast'"),
+        ("BENCH_LATENCY_RATE", "-5", "BENCH_LATENCY_RATE must be a whole number >= 0"),
+        ("BENCH_RUNS", "0", "BENCH_RUNS must be a whole number >= 1, got '0'"),
+        ("BENCH_E2E_ALERTS", "1e5", "BENCH_E2E_ALERTS must be a whole number >= 1, got '1e5'"),
+        ("BENCH_INPUT_PARTITIONS", "4 ünïts", "BENCH_INPUT_PARTITIONS must be a whole number >= 1"),
+        ("BENCH_PHASES", "core,warp", "BENCH_PHASES: unknown phase 'warp' (phases: core, state, kafka)"),
+    ],
+)
+def test_unusable_settings_stop_before_measuring_with_a_clear_message(
+    name: str,
+    value: str,
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr(bench_run, "run", lambda *args, **kwargs: pytest.fail("it measured"))
+    monkeypatch.setenv("BENCH_OUT", str(tmp_path))
+    monkeypatch.setenv(name, value)
+    assert bench_run.main([]) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and not captured.out
+    assert not (tmp_path / "report.json").exists()
