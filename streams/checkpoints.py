@@ -183,29 +183,26 @@ class CheckpointStore:
         end = (await high_watermarks(consumer, [tp]))[tp]
         begin = int((await consumer.beginning_offsets([tp]))[tp])
         window = 4
-        try:
-            while end > begin:
-                start = max(begin, end - window)
-                records = await self._read(tp, start, end)
-                for offset, value in reversed(records):
-                    try:
-                        checkpoint = Checkpoint.decode(value or b"")
-                    except SnapshotError as exc:
-                        log.error(
-                            "unreadable checkpoint at offset %d passed over: %s",
-                            offset,
-                            exc,
-                            extra={"topic": self.topic, "partition": partition, "offset": offset},
-                        )
-                        if on_unreadable is not None:
-                            on_unreadable("envelope")
-                        continue
-                    if checkpoint.partition == partition:
-                        yield checkpoint
-                end = start
-                window *= 4
-        finally:
-            self._release()
+        while end > begin:
+            start = max(begin, end - window)
+            records = await self._read(tp, start, end)
+            for offset, value in reversed(records):
+                try:
+                    checkpoint = Checkpoint.decode(value or b"")
+                except SnapshotError as exc:
+                    log.error(
+                        "unreadable checkpoint at offset %d passed over: %s",
+                        offset,
+                        exc,
+                        extra={"topic": self.topic, "partition": partition, "offset": offset},
+                    )
+                    if on_unreadable is not None:
+                        on_unreadable("envelope")
+                    continue
+                if checkpoint.partition == partition:
+                    yield checkpoint
+            end = start
+            window *= 4
 
     async def restore(
         self,
@@ -272,17 +269,20 @@ class CheckpointStore:
 
     async def _read(self, tp: TopicPartition, start: int, end: int) -> list[tuple[int, bytes | None]]:
         consumer = self._consumer
-        consumer.assign([tp])
-        consumer.seek(tp, start)
         out: list[tuple[int, bytes | None]] = []
         if start >= end:
             return out
-        deadline = time.monotonic() + _READ_TIMEOUT_S
-        while await consumer.position(tp) < end:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"could not read {tp.topic}:{tp.partition} up to {end}")
-            batch = await consumer.getmany(tp, timeout_ms=500)
-            out.extend((r.offset, r.value) for r in batch.get(tp, []) if r.offset < end)
+        consumer.assign([tp])
+        try:
+            consumer.seek(tp, start)
+            deadline = time.monotonic() + _READ_TIMEOUT_S
+            while await consumer.position(tp) < end:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"could not read {tp.topic}:{tp.partition} up to {end}")
+                batch = await consumer.getmany(tp, timeout_ms=500)
+                out.extend((r.offset, r.value) for r in batch.get(tp, []) if r.offset < end)
+        finally:
+            self._release()
         return out
 
     async def published_since(

@@ -19,9 +19,10 @@ import pytest
 from correlators.engine import Engine
 from schemas.context import Asset, Change, Feedback
 from streams.correlator import snapshotter
-from streams.evaluate import DATASETS, default_data_root
-from streams.replay import build_engine, format_options, load_context, replay
+from streams.evaluate import DATASETS
+from streams.replay import load_context
 from streams.settings import Settings
+from tests.streams.bundled import replay_bundled
 
 
 def _plain(value: Any, where: str = "$") -> None:
@@ -43,19 +44,11 @@ def _plain(value: Any, where: str = "$") -> None:
 def engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Engine:
     """An engine after a whole bundled dataset (state of every kind: windows, incidents,
     baselines, rule counters, topology)."""
-    dataset = DATASETS[request.param]
-    folder = default_data_root() / dataset.folder
-    context = load_context(inventory=folder / dataset.inventory if dataset.inventory else None)
-    built = build_engine(context)
-    assert isinstance(built, Engine)
-    replay(
-        [folder / name for name in dataset.files],
-        dataset.fmt,
-        built,
-        tmp_path_factory.mktemp(dataset.name),
-        options=format_options(dataset.fmt, dataset.map_spec),
-    )
-    return built
+    def checked(built: Any) -> Engine:
+        assert isinstance(built, Engine)
+        return built
+
+    return replay_bundled(request.param, tmp_path_factory.mktemp(request.param), checked)
 
 
 def test_the_document_is_plain_json(engine: Engine) -> None:

@@ -24,7 +24,7 @@ from schemas.models import (
 )
 from schemas.rules import Match, SuppressRule
 from streams.checkpoints import Checkpoint, parse_src
-from streams.evaluate import DATASETS, default_data_root
+from streams.evaluate import DATASETS
 from streams.records import (
     AlertItem,
     BadInternalRecord,
@@ -40,7 +40,7 @@ from streams.records import (
     identity,
     output_json,
 )
-from streams.replay import build_engine, format_options, load_context, replay
+from tests.streams.bundled import replay_bundled
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 ALERT = Alert(
@@ -155,12 +155,7 @@ class _Recording:
 
 @pytest.mark.parametrize("name", sorted(DATASETS))
 def test_published_records_are_the_bytes_pydantic_writes(name: str, tmp_path: Path) -> None:
-    dataset = DATASETS[name]
-    folder = default_data_root() / dataset.folder
-    context = load_context(inventory=folder / dataset.inventory if dataset.inventory else None)
-    engine = _Recording(build_engine(context))
-    files = [folder / f for f in dataset.files]
-    replay(files, dataset.fmt, engine, tmp_path, options=format_options(dataset.fmt, dataset.map_spec))
+    engine = replay_bundled(name, tmp_path, _Recording)
     assert sum(isinstance(o, Decision) for o in engine.outputs) > 100
     assert any(isinstance(o, IncidentEvent) and o.timeline and o.root_cause for o in engine.outputs)
     for output in engine.outputs:
