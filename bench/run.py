@@ -91,10 +91,10 @@ def _env_int(name: str, default: int, minimum: int = 1) -> int:
     if not value:
         return default
     try:
-        number = int(value)
+        number: int | None = int(value)
     except ValueError:
-        number = minimum - 1
-    if number < minimum:
+        number = None
+    if number is None or number < minimum:
         raise BenchConfigError(f"{name} must be a whole number >= {minimum}, got {value[:40]!r}")
     return number
 
