@@ -19,7 +19,8 @@ import base64
 import contextlib
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -47,6 +48,7 @@ from streams.records import (
     Emitted,
     InvalidItem,
     Item,
+    Local,
     dead_letter,
     decode_item,
     identity,
@@ -73,6 +75,9 @@ class PartitionState:
     state_bytes: int = 0
     open: dict[str, IncidentKind] = field(default_factory=dict)
     last_checkpoint: float = field(default_factory=time.monotonic)
+    # values of the records processed from this process's decode stage (`offer`), until the
+    # consumer delivers the same offsets, whose bytes must be equal
+    handed: dict[int, bytes] = field(default_factory=dict)
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -123,6 +128,12 @@ class CorrelateStage(Stage):
         self._unacked: list[list[asyncio.Future[Any]]] = []  # outputs sent, by batch
         self._commit: asyncio.Task[None] | None = None
         self._interval = settings.checkpoint_interval.total_seconds()
+        # the consumer's fetch in progress, awaited beside what the decode stage offers
+        self._fetch: asyncio.Future[dict[TopicPartition, list[Any]]] | None = None
+        self._local: deque[Local] = deque()
+        self._local_ready = asyncio.Event()
+        self._local_max = 4 * settings.batch_max_records
+        self._handoff = True  # off for good after a mismatch
         outputs = [settings.incidents_topic, settings.dlq_topic, *settings.team_topic_names()]
         if settings.publish_decisions:
             outputs.insert(0, settings.decisions_topic)
@@ -142,6 +153,7 @@ class CorrelateStage(Stage):
         self.owned = {}
         self.broken = None
         self._unacked = []
+        self._fetch = None
         try:
             await start_clients(producer, reader, consumer)
             self._consumer, self._producer = consumer, producer
@@ -151,21 +163,32 @@ class CorrelateStage(Stage):
             consumer.subscribe([self._topic], listener=_Listener(self))
             self.state.running = True
             while not self.stopping:
-                batch = await consumer.getmany(
-                    timeout_ms=200, max_records=settings.batch_max_records
-                )
+                if self._fetch is None:
+                    self._fetch = asyncio.ensure_future(
+                        consumer.getmany(timeout_ms=200, max_records=settings.batch_max_records)
+                    )
+                if not self._local:
+                    await self._wait(self._fetch)
                 if self.broken is not None:
                     raise self.broken
                 async with self.lock:
+                    batch = self._fetched()
+                    local = bool(self._local)
+                    if local:  # first: the fetched copies of these records are then skipped
+                        await self._process_local()
                     if batch:
                         await self._process(batch)
-                    else:
+                    if not batch and not local:
                         await self._acked()
                     await self._checkpoint(force=False)
             async with self.lock:  # a clean stop leaves fresh checkpoints behind
                 await self._acked()
                 await self._checkpoint(force=True)
         finally:
+            fetch, self._fetch = self._fetch, None
+            if fetch is not None:
+                await drop_task(fetch)
+            self._local.clear()
             self._unacked = []
             commit, self._commit = self._commit, None
             if commit is not None:
@@ -200,12 +223,16 @@ class CorrelateStage(Stage):
                 self.caps.forget(p)
             new = sorted(set(partitions) - set(kept))
             self.owned = kept
+            fetch, self._fetch = self._fetch, None
+            if fetch is not None:  # it read from before the seeks below
+                await drop_task(fetch)
             if new:
                 self.owned.update(await self._restore(new))
             consumer = self._consumer
             assert consumer is not None
             for p, st in self.owned.items():
                 consumer.seek(TopicPartition(self._topic, p), st.next_offset)
+                st.handed.clear()  # the consumer does not read below next_offset again
             self.state.partitions = [f"{self._topic}:{p}" for p in sorted(self.owned)]
             log.info(
                 "correlate stage owns partitions %s (restored %s)",
@@ -263,6 +290,39 @@ class CorrelateStage(Stage):
         return restored
 
     # -- processing --------------------------------------------------------------------
+    def offer(self, written: list[Local]) -> None:
+        """Internal records this process's decode stage wrote, acknowledged, in log order per
+        partition. Each is processed from memory if it is its partition's next offset when
+        its turn comes; otherwise (another decoder wrote in between, or the consumer got
+        there first) it is dropped and the record comes from Kafka as any other. Either way
+        the engine sees its partition's log, in order, once. This saves reading an alert back
+        and the wait for the fetch; the record's bytes are still compared with what the
+        consumer later delivers at that offset (`_handed_back`)."""
+        if not self._handoff:
+            return
+        room = self._local_max - len(self._local)
+        kept = [local for local in written if local.partition in self.owned][: max(0, room)]
+        if kept:
+            self._local.extend(kept)
+            self._local_ready.set()
+
+    def _fetched(self) -> dict[TopicPartition, list[Any]]:
+        """The records of the fetch, if it is done (a fresh one starts on the next round)."""
+        fetch = self._fetch
+        if fetch is None or not fetch.done():
+            return {}
+        self._fetch = None
+        return {} if fetch.cancelled() else fetch.result()
+
+    async def _wait(self, fetch: asyncio.Future[Any]) -> None:
+        """Until the consumer's fetch returns or the decode stage offers records."""
+        self._local_ready.clear()
+        offered = asyncio.ensure_future(self._local_ready.wait())
+        try:
+            await asyncio.wait([fetch, offered], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            offered.cancel()
+
     async def _process(self, batch: dict[TopicPartition, list[Any]]) -> None:
         producer = self._producer
         assert producer is not None
@@ -274,6 +334,8 @@ class CorrelateStage(Stage):
                 continue  # revoked while the batch was in flight
             for rec in records:
                 if rec.offset < st.next_offset:
+                    if st.handed:
+                        self._handed_back(st, rec.offset, rec.value)
                     continue
                 try:
                     item = decode_item(rec.value, rec.headers)
@@ -286,19 +348,66 @@ class CorrelateStage(Stage):
                     self.state.errors += 1
                     st.next_offset = rec.offset + 1
                     continue
-                outputs = self._feed(st, item, rec.offset, tp.topic)
-                arrived = st.processor.arrivals  # of the alerts this record released
-                for output in outputs:
-                    await self._emit(sender, st, rec.offset, output, arrived, now_ms)
-                st.next_offset = rec.offset + 1
-                st.dirty = True
-                if st.suppress and st.next_offset > st.suppress_until:
-                    st.suppress = set()
-            self.state.records += len(records)
+                await self._record(sender, st, rec.offset, item, now_ms)
+                self.state.records += 1
+        await self._sent(sender, batch)
+
+    async def _process_local(self) -> None:
+        """The records `offer` queued that are next in their partitions."""
+        producer = self._producer
+        assert producer is not None
+        sender = BatchSender(producer)
+        now_ms = time.time() * 1000
+        touched: set[TopicPartition] = set()
+        local = self._local
+        n = min(len(local), self.settings.batch_max_records)
+        used = 0
+        for _ in range(n):
+            entry = local.popleft()
+            st = self.owned.get(entry.partition)
+            if st is None or entry.offset != st.next_offset:
+                continue
+            st.handed[entry.offset] = entry.value
+            await self._record(sender, st, entry.offset, entry.item, now_ms)
+            touched.add(TopicPartition(self._topic, entry.partition))
+            used += 1
+        self.state.records += used
+        self.state.from_memory += used
+        await self._sent(sender, touched)
+
+    def _handed_back(self, st: PartitionState, offset: int, value: bytes | None) -> None:
+        """The consumer delivered a record already processed from memory: it must be the
+        record that was. If not, the offsets the broker acknowledged were wrong and what the
+        engine saw is not the log: the session ends, the partitions are restored from their
+        checkpoints and fed from Kafka, and this process reads everything back from then on.
+        (A checkpoint taken in between, within a fetch of the mismatch, may hold the
+        difference: this is a guard against a broker that misreports offsets, not a path
+        that is expected to run.)"""
+        handed = st.handed.pop(offset, None)
+        if handed is not None and handed != value:
+            self._handoff = False
+            raise HandoffMismatch(
+                f"internal record {st.partition}:{offset} is not the record processed from memory"
+            )
+
+    async def _record(
+        self, sender: BatchSender, st: PartitionState, offset: int, item: Item, now_ms: float
+    ) -> None:
+        """One internal record through its partition's engine, and its outputs to `sender`."""
+        outputs = self._feed(st, item, offset)
+        arrived = st.processor.arrivals  # of the alerts this record released
+        for output in outputs:
+            await self._emit(sender, st, offset, output, arrived, now_ms)
+        st.next_offset = offset + 1
+        st.dirty = True
+        if st.suppress and st.next_offset > st.suppress_until:
+            st.suppress = set()
+
+    async def _sent(self, sender: BatchSender, touched: Iterable[TopicPartition]) -> None:
         self._unacked.append(await sender.send())
         await self._acked(keep=1)  # the previous batch's, acknowledged while this one was fed
         self.state.last_batch_at = time.monotonic()
-        self._gauges(batch)
+        self._gauges(touched)
 
     async def _acked(self, keep: int = 0) -> None:
         """Wait for the acknowledgements of the outputs sent, but those of the newest `keep`
@@ -308,9 +417,9 @@ class CorrelateStage(Stage):
             if futures:
                 await asyncio.gather(*futures)
 
-    def _gauges(self, batch: dict[TopicPartition, list[Any]]) -> None:
+    def _gauges(self, touched: Iterable[TopicPartition]) -> None:
         consumer = self._consumer
-        for tp in batch:
+        for tp in touched:
             st = self.owned.get(tp.partition)
             high = consumer.highwater(tp) if consumer is not None else None
             if st is not None and high is not None:
@@ -322,7 +431,7 @@ class CorrelateStage(Stage):
         for kind in IncidentKind:
             self.metrics.set_open_incidents(kind, open_by_kind[kind])
 
-    def _feed(self, st: PartitionState, item: Item, offset: int, topic: str) -> list[Emitted]:
+    def _feed(self, st: PartitionState, item: Item, offset: int) -> list[Emitted]:
         correlator: Correlator = st.processor.correlator
         late_before = _late(correlator)
         try:
@@ -334,7 +443,7 @@ class CorrelateStage(Stage):
             )
             self.state.errors += 1
             self.state.last_error = f"{type(exc).__name__}: {exc}"[:300]
-            outputs = _failure(item, exc, topic, st.partition, offset)
+            outputs = _failure(item, exc, self._topic, st.partition, offset)
         late = _late(correlator) - late_before
         if late > 0:
             self.metrics.observe_late(late)
@@ -458,6 +567,10 @@ async def _commit(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, Offs
         await consumer.commit(offsets)
     except (KafkaError, IllegalStateError, OSError) as exc:
         log.info("offset commit skipped (%s)", type(exc).__name__)
+
+
+class HandoffMismatch(RuntimeError):
+    """A record processed from memory differs from the record at its offset in Kafka."""
 
 
 def _member_id(consumer: AIOKafkaConsumer | None) -> str | None:

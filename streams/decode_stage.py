@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,9 +26,9 @@ from correlators.identity import Identity
 from schemas.context import Asset, Change, Feedback
 from streams.decoder import Decoder, InputRecord, Routed
 from streams.health import Health
-from streams.kafka import BatchSender, make_consumer, make_producer
+from streams.kafka import BatchSender, Sent, make_consumer, make_producer
 from streams.metrics import Metrics
-from streams.records import AlertItem, Item, TickItem, encode_item
+from streams.records import AlertItem, Item, Local, TickItem, encode_item
 from streams.settings import Settings
 from streams.stage import Stage, drop_task, start_clients, stop_clients
 
@@ -154,9 +154,15 @@ class DecodeStage(Stage):
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._partitions: list[int] = []
-        # sent, not yet acknowledged: each entry's acks and the offsets to commit after them
-        self._inflight: list[tuple[list[asyncio.Future[Any]], dict[TopicPartition, OffsetAndMetadata]]] = []
+        # sent, not yet acknowledged: each entry's acks, the offsets to commit after them, and
+        # its tagged requests (`handoff`)
+        self._inflight: list[
+            tuple[list[asyncio.Future[Any]], dict[TopicPartition, OffsetAndMetadata], list[Sent]]
+        ] = []
         self._commit: asyncio.Task[None] | None = None
+        # The correlate stage of this process, if it runs here: it is handed every internal
+        # record once acknowledged, with its offset (see `CorrelateStage.offer`).
+        self.handoff: Callable[[list[Local]], None] | None = None
 
     async def session(self) -> None:
         settings = self.settings
@@ -210,10 +216,14 @@ class DecodeStage(Stage):
             return
         done, self._inflight = self._inflight, []
         commits: dict[TopicPartition, OffsetAndMetadata] = {}
-        for futures, offsets in done:
+        acked: list[Sent] = []
+        for futures, offsets, sent in done:
             if futures:
                 await asyncio.gather(*futures)
             commits.update(offsets)
+            acked.extend(sent)
+        if acked and self.handoff is not None:
+            self.handoff(_written(acked))
         if commits or wait_commit:
             previous, self._commit = self._commit, None
             if previous is not None:
@@ -242,7 +252,7 @@ class DecodeStage(Stage):
         producer: AIOKafkaProducer,
         batch: dict[TopicPartition, list[Any]],
     ) -> None:
-        sender = BatchSender(producer)
+        sender = BatchSender(producer, tagged=self.handoff is not None)
         await self._announce(sender)
         commits: dict[TopicPartition, OffsetAndMetadata] = {}
         now = time.monotonic()
@@ -273,7 +283,7 @@ class DecodeStage(Stage):
                 if clock is not None:
                     clock.next_offset = records[-1].offset + 1
             self.state.records += len(records)
-        self._inflight.append((await sender.send(), commits))
+        self._inflight.append((await sender.send(), commits, sender.take_sent()))
         await self.settle()
         self.state.last_batch_at = time.monotonic()
 
@@ -282,20 +292,24 @@ class DecodeStage(Stage):
             self.metrics.observe_alert(item.alert)
 
     async def _send(self, sender: BatchSender, entry: Routed) -> None:
-        encoded = encode_item(entry.item, key=entry.key)
         if entry.broadcast:
-            for p in self._partitions:
-                await sender.add(
-                    self._internal, encoded.value, partition=p, headers=encoded.headers
-                )
+            await self._broadcast(sender, entry.item)
             return
+        encoded = encode_item(entry.item, key=entry.key)
         await sender.add(
             self._internal,
             encoded.value,
             key=encoded.key,
             partition=entry.partition,
             headers=encoded.headers,
+            tag=(entry.item, encoded.value),
         )
+
+    async def _broadcast(self, sender: BatchSender, item: Item) -> None:
+        encoded = encode_item(item)
+        tag = (item, encoded.value)
+        for p in self._partitions:
+            await sender.add(self._internal, encoded.value, partition=p, headers=encoded.headers, tag=tag)
 
     async def _announce(self, sender: BatchSender) -> None:
         """Tell every partition about input partitions newly taken on, before any of their
@@ -303,9 +317,7 @@ class DecodeStage(Stage):
         for name, clock in self.sources.items():
             if not clock.announced:
                 clock.announced = True
-                encoded = encode_item(TickItem(name, 0.0, start=True))
-                for p in self._partitions:
-                    await sender.add(self._internal, encoded.value, partition=p, headers=encoded.headers)
+                await self._broadcast(sender, TickItem(name, 0.0, start=True))
 
     async def _ticks(self, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer) -> None:
         """Broadcast the sources' event-time progress (and idleness) to every partition."""
@@ -314,7 +326,7 @@ class DecodeStage(Stage):
         now = time.monotonic()
         idle_after = self.settings.idle_timeout.total_seconds()
         quiet_after = self.settings.order_wait.total_seconds()
-        sender = BatchSender(producer)
+        sender = BatchSender(producer, tagged=self.handoff is not None)
         await self._announce(sender)
         wall = time.time()
         for name, clock in self.sources.items():
@@ -328,12 +340,21 @@ class DecodeStage(Stage):
                 continue
             tick = TickItem(name, tick.watermark, tick.idle, tick.quiet)
             clock.ticked(now, tick)
-            encoded = encode_item(tick)
-            for p in self._partitions:
-                await sender.add(self._internal, encoded.value, partition=p, headers=encoded.headers)
+            await self._broadcast(sender, tick)
         futures = await sender.send()
         if futures:
-            self._inflight.append((futures, {}))
+            self._inflight.append((futures, {}, sender.take_sent()))
+
+
+def _written(acked: list[Sent]) -> list[Local]:
+    """The acknowledged internal records with their offsets, in log order per partition."""
+    written = [
+        Local(sent.partition, sent.ack.result().offset + i, item, value)
+        for sent in acked
+        for i, (item, value) in enumerate(sent.tags)
+    ]
+    written.sort(key=lambda local: (local.partition, local.offset))
+    return written
 
 
 async def _position(consumer: AIOKafkaConsumer, tp: TopicPartition) -> int | None:

@@ -19,6 +19,7 @@ class StageHealth:
     partitions: list[str] = field(default_factory=list)
     last_batch_at: float | None = None
     records: int = 0
+    from_memory: int = 0  # correlate: records taken from this process's decode stage
     errors: int = 0
     last_error: str | None = None
 
@@ -30,6 +31,7 @@ class StageHealth:
             if self.last_batch_at is None
             else round(now - self.last_batch_at, 3),
             "records": self.records,
+            "from_memory": self.from_memory,
             "errors": self.errors,
             "last_error": self.last_error,
         }

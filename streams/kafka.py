@@ -33,6 +33,7 @@ __all__ = [
     "retry_forever",
     "high_watermarks",
     "BatchSender",
+    "Sent",
     "key_partition",
     "murmur2",
     "BROKER_ERRORS",
@@ -294,6 +295,18 @@ def key_partition(key: bytes, partitions: int) -> int:
     return _cached_hash(key) % partitions
 
 
+@dataclass(frozen=True)
+class Sent:
+    """One produce request's records, by the tags given to `BatchSender.add`: once `ack`
+    resolves, the i-th tag's record is at offset `ack.result().offset + i` (a batch's records
+    get consecutive offsets from its base offset)."""
+
+    ack: asyncio.Future[Any]
+    topic: str
+    partition: int
+    tags: list[Any]
+
+
 class BatchSender:
     """Builds per-partition record batches and hands them to the producer in one go.
 
@@ -302,13 +315,18 @@ class BatchSender:
     hands every open batch to the producer, closed (so it goes out at once instead of
     lingering: the caller already batched) and returns their acknowledgements without
     waiting; `flush()` sends and waits for every acknowledgement (raising on a failed batch).
+    With `tagged=True`, every record's `tag` is kept with the request it went out in
+    (`take_sent()`), so that its offset is known once that request is acknowledged.
     """
 
-    def __init__(self, producer: AIOKafkaProducer) -> None:
+    def __init__(self, producer: AIOKafkaProducer, *, tagged: bool = False) -> None:
         self._producer = producer
         self._batches: dict[tuple[str, int], Any] = {}
         self._futures: list[asyncio.Future[Any]] = []
         self._partitions: dict[str, int] = {}
+        self._tagged = tagged
+        self._tags: dict[tuple[str, int], list[Any]] = {}
+        self._sent: list[Sent] = []
 
     async def partitions(self, topic: str) -> int:
         """How many partitions `topic` has (cached)."""
@@ -325,6 +343,7 @@ class BatchSender:
         key: bytes | None = None,
         partition: int | None = None,
         headers: list[tuple[str, bytes]] | None = None,
+        tag: Any = None,
     ) -> None:
         if partition is None:
             if key is None:
@@ -338,29 +357,45 @@ class BatchSender:
         if batch is None:
             batch = self._batches[slot] = self._producer.create_batch()
         if batch.append(key=key, value=value, timestamp=None, headers=headers or []) is not None:
+            if self._tagged:
+                self._tags.setdefault(slot, []).append(tag)
             return
         # full: send it and start another; a record bigger than a batch goes alone
         del self._batches[slot]
         if batch.record_count():
-            batch.close()
-            self._futures.append(await self._producer.send_batch(batch, topic, partition=partition))
+            await self._send_batch(slot, batch)
         batch = self._producer.create_batch()
         if batch.append(key=key, value=value, timestamp=None, headers=headers or []) is not None:
             self._batches[slot] = batch
+            if self._tagged:
+                self._tags[slot] = [tag]
             return
-        self._futures.append(
-            await self._producer.send(topic, value, key=key, partition=partition, headers=headers)
-        )
+        ack = await self._producer.send(topic, value, key=key, partition=partition, headers=headers)
+        self._futures.append(ack)
+        if self._tagged:
+            self._sent.append(Sent(ack, topic, partition, [tag]))
+
+    async def _send_batch(self, slot: tuple[str, int], batch: Any) -> None:
+        batch.close()  # ready now: no linger
+        topic, partition = slot
+        ack = await self._producer.send_batch(batch, topic, partition=partition)
+        self._futures.append(ack)
+        if self._tagged:
+            self._sent.append(Sent(ack, topic, partition, self._tags.pop(slot, [])))
 
     async def send(self) -> list[asyncio.Future[Any]]:
         """Hand every open batch to the producer; the acknowledgements of everything sent
         since the last `send()`/`flush()`, not awaited."""
         batches, self._batches = self._batches, {}
-        for (topic, partition), batch in batches.items():
-            batch.close()  # ready now: no linger
-            self._futures.append(await self._producer.send_batch(batch, topic, partition=partition))
+        for slot, batch in batches.items():
+            await self._send_batch(slot, batch)
         futures, self._futures = self._futures, []
         return futures
+
+    def take_sent(self) -> list[Sent]:
+        """The tagged requests handed to the producer since the last call (`tagged=True`)."""
+        sent, self._sent = self._sent, []
+        return sent
 
     async def flush(self) -> None:
         """Send every open batch and wait until the broker acknowledged all of them."""

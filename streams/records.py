@@ -34,6 +34,7 @@ __all__ = [
     "Item",
     "Encoded",
     "Emitted",
+    "Local",
     "BadInternalRecord",
     "KIND_HEADER",
     "SRC_HEADER",
@@ -141,6 +142,17 @@ class RulesItem:
 
 Item = AlertItem | InvalidItem | ContextItem | TickItem | FlushItem | RulesItem
 Emitted = Decision | IncidentEvent | DeadLetter
+
+
+@dataclass(frozen=True, slots=True)
+class Local:
+    """An internal record this process wrote and the broker acknowledged at `offset`: the
+    item it was encoded from and its value (`CorrelateStage.offer`)."""
+
+    partition: int
+    offset: int
+    item: Item
+    value: bytes
 
 
 class BadInternalRecord(Exception):

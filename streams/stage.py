@@ -13,6 +13,7 @@ import contextlib
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -56,7 +57,7 @@ async def stop_clients(*clients: AIOKafkaConsumer | AIOKafkaProducer | None) -> 
         raise asyncio.CancelledError
 
 
-async def drop_task(task: asyncio.Task[None]) -> None:
+async def drop_task(task: asyncio.Future[Any]) -> None:
     """Cancel a background task (if still running) and wait for it, without raising its error."""
     if not task.done():
         task.cancel()

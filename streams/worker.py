@@ -56,18 +56,22 @@ class Worker:
         self.inventory = InventoryReader(settings, self.health, self.identity)
         # only the stages this worker runs exist (and appear in /health)
         self.stages: list[Stage] = []
+        decode = correlate = None
         if "decode" in settings.stages:
-            self.stages.append(DecodeStage(settings, self.health, self.metrics, self.identity))
+            decode = DecodeStage(settings, self.health, self.metrics, self.identity)
+            self.stages.append(decode)
         if "correlate" in settings.stages:
-            self.stages.append(
-                CorrelateStage(
-                    settings,
-                    self.health,
-                    self.metrics,
-                    new_correlator=lambda: new_correlator(settings, context),
-                    snapshotter=snapshotter(settings, context),
-                )
+            correlate = CorrelateStage(
+                settings,
+                self.health,
+                self.metrics,
+                new_correlator=lambda: new_correlator(settings, context),
+                snapshotter=snapshotter(settings, context),
             )
+            self.stages.append(correlate)
+        if decode is not None and correlate is not None:
+            # what this process decodes for the partitions it correlates is not read back
+            decode.handoff = correlate.offer
         self.web_port: int | None = None
         self.started = asyncio.Event()
         self._stop = asyncio.Event()
