@@ -404,7 +404,9 @@ class CorrelateStage(Stage):
             st.suppress = set()
 
     async def _sent(self, sender: BatchSender, touched: Iterable[TopicPartition]) -> None:
-        self._unacked.append(await sender.send())
+        futures = await sender.send()
+        if futures:  # (a batch of records read back only to be checked sends nothing)
+            self._unacked.append(futures)
         await self._acked(keep=1)  # the previous batch's, acknowledged while this one was fed
         self.state.last_batch_at = time.monotonic()
         self._gauges(touched)
