@@ -134,6 +134,7 @@ class CorrelateStage(Stage):
         self._local_ready = asyncio.Event()
         self._local_max = 4 * settings.batch_max_records
         self._handoff = True  # off for good after a mismatch
+        self._rebalancing = False  # partitions revoked, not assigned again yet
         outputs = [settings.incidents_topic, settings.dlq_topic, *settings.team_topic_names()]
         if settings.publish_decisions:
             outputs.insert(0, settings.decisions_topic)
@@ -154,6 +155,7 @@ class CorrelateStage(Stage):
         self.broken = None
         self._unacked = []
         self._fetch = None
+        self._rebalancing = False
         try:
             await start_clients(producer, reader, consumer)
             self._consumer, self._producer = consumer, producer
@@ -174,6 +176,8 @@ class CorrelateStage(Stage):
                 async with self.lock:
                     batch = self._fetched()
                     local = bool(self._local)
+                    if self._rebalancing:  # (the new assignment seeks to what is not done)
+                        batch, local = {}, False
                     if local:  # first: the fetched copies of these records are then skipped
                         await self._process_local()
                     if batch:
@@ -200,10 +204,26 @@ class CorrelateStage(Stage):
 
     # -- rebalance ---------------------------------------------------------------------
     async def revoked(self) -> None:
-        """Checkpoint everything owned before anyone else takes it over."""
+        """Checkpoint everything owned before anyone else takes it over, and process nothing
+        more until the new assignment: what a partition's next owner restores is this
+        checkpoint, and outputs published after it (the decode stage keeps offering records
+        during the rebalance) might escape the new owner's scan and be published twice."""
         async with self.lock:
-            if self._store is not None and self.owned:
-                await self._checkpoint(force=True)
+            self._rebalancing = True
+            self._local.clear()
+            fetch, self._fetch = self._fetch, None
+            if fetch is not None:
+                await drop_task(fetch)
+            if self._store is None or not self.owned:
+                return
+            if _member_id(self._consumer) != self._member:
+                # The coordinator no longer knows us (expelled: cut off past the session
+                # timeout): another worker may have taken our partitions over and moved them
+                # on. A checkpoint of our state now would be the newest, yet behind theirs, and
+                # its output bound would hide what they published. The new assignment restores.
+                log.warning("expelled from the group: not checkpointing %s", sorted(self.owned))
+                return
+            await self._checkpoint(force=True)
 
     async def assigned(self, partitions: list[int]) -> None:
         """Keep what stayed, restore what is new, seek everything to its next offset."""
@@ -234,6 +254,7 @@ class CorrelateStage(Stage):
                 consumer.seek(TopicPartition(self._topic, p), st.next_offset)
                 st.handed.clear()  # the consumer does not read below next_offset again
             self.state.partitions = [f"{self._topic}:{p}" for p in sorted(self.owned)]
+            self._rebalancing = False
             log.info(
                 "correlate stage owns partitions %s (restored %s)",
                 sorted(self.owned),
@@ -298,7 +319,7 @@ class CorrelateStage(Stage):
         the engine sees its partition's log, in order, once. This saves reading an alert back
         and the wait for the fetch; the record's bytes are still compared with what the
         consumer later delivers at that offset (`_handed_back`)."""
-        if not self._handoff:
+        if not self._handoff or self._rebalancing:
             return
         room = self._local_max - len(self._local)
         kept = [local for local in written if local.partition in self.owned][: max(0, room)]
