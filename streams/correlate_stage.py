@@ -189,9 +189,7 @@ class CorrelateStage(Stage):
                 await self._acked()
                 await self._checkpoint(force=True)
         finally:
-            fetch, self._fetch = self._fetch, None
-            if fetch is not None:
-                await drop_task(fetch)
+            await self._drop_fetch()
             self._local.clear()
             self._unacked = []
             commit, self._commit = self._commit, None
@@ -211,9 +209,7 @@ class CorrelateStage(Stage):
         async with self.lock:
             self._rebalancing = True
             self._local.clear()
-            fetch, self._fetch = self._fetch, None
-            if fetch is not None:
-                await drop_task(fetch)
+            await self._drop_fetch()
             if self._store is None or not self.owned:
                 return
             if _member_id(self._consumer) != self._member:
@@ -243,9 +239,7 @@ class CorrelateStage(Stage):
                 self.caps.forget(p)
             new = sorted(set(partitions) - set(kept))
             self.owned = kept
-            fetch, self._fetch = self._fetch, None
-            if fetch is not None:  # it read from before the seeks below
-                await drop_task(fetch)
+            await self._drop_fetch()  # it read from before the seeks below
             if new:
                 self.owned.update(await self._restore(new))
             consumer = self._consumer
@@ -326,6 +320,12 @@ class CorrelateStage(Stage):
         if kept:
             self._local.extend(kept)
             self._local_ready.set()
+
+    async def _drop_fetch(self) -> None:
+        """Cancel the fetch in progress (its records, if any, are read again after a seek)."""
+        fetch, self._fetch = self._fetch, None
+        if fetch is not None:
+            await drop_task(fetch)
 
     def _fetched(self) -> dict[TopicPartition, list[Any]]:
         """The records of the fetch, if it is done (a fresh one starts on the next round)."""

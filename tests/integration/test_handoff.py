@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from streams.decode_stage import DecodeStage
 from streams.kafka import BatchSender, TopicSpec, ensure_topics
@@ -52,22 +52,9 @@ async def test_acknowledged_offsets_are_where_the_records_are(names: Names, prod
                 expected[(request.partition, base + i)] = tag
     assert len(expected) == 3 * 402
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=names.bootstrap, group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in (0, 1)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        found: dict[tuple[int, int], bytes] = {}
-
-        async def read_all() -> bool:
-            for records in (await consumer.getmany(timeout_ms=500)).values():
-                found.update({(r.partition, r.offset): r.value for r in records if r.value is not None})
-            return len(found) >= len(expected)
-
-        await until(read_all, 60, "every record read back")
-    finally:
-        await consumer.stop()
+    async with Tail(names.bootstrap, topic) as tail:
+        await until(lambda: len(tail.records[topic]) >= len(expected), 60, "every record read back")
+        found = {(r.partition, r.offset): r.value for r in tail.records[topic]}
     assert found == expected
 
 
