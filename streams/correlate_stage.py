@@ -134,6 +134,7 @@ class CorrelateStage(Stage):
         self._local_ready = asyncio.Event()
         self._local_max = 4 * settings.batch_max_records
         self._handoff = True  # off for good after a mismatch
+        self._decision_partitions = 1  # of the decisions topic (read at the session's start)
         self._rebalancing = False  # partitions revoked, not assigned again yet
         outputs = [settings.incidents_topic, settings.dlq_topic, *settings.team_topic_names()]
         if settings.publish_decisions:
@@ -159,6 +160,7 @@ class CorrelateStage(Stage):
         try:
             await start_clients(producer, reader, consumer)
             self._consumer, self._producer = consumer, producer
+            self._decision_partitions = len(await producer.partitions_for(settings.decisions_topic))
             self._store = CheckpointStore(
                 reader, producer, topic=settings.checkpoint_topic(), output_topics=self._outputs
             )
@@ -489,6 +491,7 @@ class CorrelateStage(Stage):
             st.suppress.discard(oid)
             return
         settings = self.settings
+        partition: int | None = None
         if isinstance(output, Decision):
             at = arrived.get(output.alert_id)
             latency = (now_ms - at) / 1000 if at else None
@@ -496,6 +499,11 @@ class CorrelateStage(Stage):
             if not settings.publish_decisions:
                 return
             topic, key = settings.decisions_topic, output.alert_id
+            # Keyed by alert id, but in the partition of the engine that decided: a
+            # subscriber reads one engine's decisions in the order they were made, and each
+            # round of the engine writes one record batch instead of one per partition (on
+            # Tansu every batch a partition holds slows each later read of it).
+            partition = st.partition % self._decision_partitions
         else:
             self.metrics.observe_dead_letter(output)
             if output.error == "RecordTooLarge":
@@ -505,7 +513,7 @@ class CorrelateStage(Stage):
             (SRC_HEADER, f"{st.partition}:{offset}".encode()),
             (OID_HEADER, oid.encode()),
         ]
-        await sender.add(topic, output_json(output), key=key.encode(), headers=headers)
+        await sender.add(topic, output_json(output), key=key.encode(), headers=headers, partition=partition)
 
     async def _emit_incident(
         self, sender: BatchSender, st: PartitionState, offset: int, output: IncidentEvent, oid: str

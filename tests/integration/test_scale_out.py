@@ -12,8 +12,11 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
 
+from streams.checkpoints import parse_src
 from streams.control import end_of_input, wait_decoded
+from streams.records import SRC_HEADER, header
 from tests.integration.checks import assert_incidents_whole
 from tests.integration.conftest import Names, Tail, WorkerProcess, until
 from tests.integration.datasets import aitads_rows
@@ -90,6 +93,8 @@ async def test_two_workers_split_partitions_and_equal_one_worker(
                 10,
                 "incident states",
             )
+        for tail, app in ((ref_tail, solo), (duo_tail, duo)):
+            _assert_decisions_follow_their_engine(tail.records[app.decisions])
         ref_decisions = ref_tail.values(solo.decisions)
         duo_decisions = duo_tail.values(duo.decisions)
         ref_events = ref_tail.values(solo.incidents)
@@ -103,3 +108,17 @@ async def test_two_workers_split_partitions_and_equal_one_worker(
     assert by_input(duo_decisions, duo) == by_input(ref_decisions, solo)
     assert _final_states(duo_events) == _final_states(ref_events)
     assert_incidents_whole(duo_events)
+
+
+def _assert_decisions_follow_their_engine(records: list[ConsumerRecord[bytes, bytes]]) -> None:
+    """A decision is keyed by its alert id and written to the partition of the correlation
+    partition that made it, in the order that engine made them, across the rebalance too."""
+    last: dict[int, int] = {}
+    for record in records:
+        src = parse_src(header(record.headers, SRC_HEADER))
+        assert src is not None, "a decision without its source header"
+        assert record.key == orjson.loads(record.value)["alert_id"].encode()
+        assert record.partition == src[0] % 4  # the test's topics have 4 partitions
+        assert src[1] >= last.get(src[0], -1), "decisions of one engine out of order"
+        last[src[0]] = src[1]
+    assert len(last) > 1, "every decision came from one correlation partition"
