@@ -62,6 +62,11 @@ __all__ = ["CorrelateStage", "PartitionState"]
 log = logging.getLogger(__name__)
 
 
+# `handoff=memory`: a partition paused because its records come from memory is fetched again
+# after this long without one (another worker's decode stage may write to it meanwhile)
+_IDLE_S = 0.05
+
+
 @dataclass
 class PartitionState:
     """A partition owned by this worker."""
@@ -78,6 +83,9 @@ class PartitionState:
     # values of the records processed from this process's decode stage (`offer`), until the
     # consumer delivers the same offsets, whose bytes must be equal
     handed: dict[int, bytes] = field(default_factory=dict)
+    # `handoff=memory`: not fetched while the records handed over keep up, until `idle_at`
+    paused: bool = False
+    idle_at: float = 0.0
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -134,6 +142,7 @@ class CorrelateStage(Stage):
         self._local_ready = asyncio.Event()
         self._local_max = 4 * settings.batch_max_records
         self._handoff = True  # off for good after a mismatch
+        self._verify = settings.handoff == "verify"
         self._decision_partitions = 1  # of the decisions topic (read at the session's start)
         self._rebalancing = False  # partitions revoked, not assigned again yet
         outputs = [settings.incidents_topic, settings.dlq_topic, *settings.team_topic_names()]
@@ -176,6 +185,7 @@ class CorrelateStage(Stage):
                 if self.broken is not None:
                     raise self.broken
                 async with self.lock:
+                    self._unpause_idle()
                     batch = self._fetched()
                     local = bool(self._local)
                     if self._rebalancing:  # (the new assignment seeks to what is not done)
@@ -211,6 +221,8 @@ class CorrelateStage(Stage):
         async with self.lock:
             self._rebalancing = True
             self._local.clear()
+            for st in self.owned.values():
+                st.paused = False  # (a new assignment fetches every partition it gets)
             await self._drop_fetch()
             if self._store is None or not self.owned:
                 return
@@ -249,6 +261,7 @@ class CorrelateStage(Stage):
             for p, st in self.owned.items():
                 consumer.seek(TopicPartition(self._topic, p), st.next_offset)
                 st.handed.clear()  # the consumer does not read below next_offset again
+                st.paused = False
             self.state.partitions = [f"{self._topic}:{p}" for p in sorted(self.owned)]
             self._rebalancing = False
             log.info(
@@ -313,8 +326,9 @@ class CorrelateStage(Stage):
         its turn comes; otherwise (another decoder wrote in between, or the consumer got
         there first) it is dropped and the record comes from Kafka as any other. Either way
         the engine sees its partition's log, in order, once. This saves reading an alert back
-        and the wait for the fetch; the record's bytes are still compared with what the
-        consumer later delivers at that offset (`_handed_back`)."""
+        and the wait for the fetch. With `handoff=memory` the partition is not fetched while
+        its records come from memory (`_pause`); with `handoff=verify` the consumer reads
+        them too, and each one's bytes are compared with the record processed (`_handed_back`)."""
         if not self._handoff or self._rebalancing:
             return
         room = self._local_max - len(self._local)
@@ -338,13 +352,43 @@ class CorrelateStage(Stage):
         return {} if fetch.cancelled() else fetch.result()
 
     async def _wait(self, fetch: asyncio.Future[Any]) -> None:
-        """Until the consumer's fetch returns or the decode stage offers records."""
+        """Until the consumer's fetch returns, the decode stage offers records, or a paused
+        partition has had nothing handed over for `_IDLE_S`."""
         self._local_ready.clear()
         offered = asyncio.ensure_future(self._local_ready.wait())
+        idle = [st.idle_at for st in self.owned.values() if st.paused]
+        timeout = max(0.0, min(idle) - time.monotonic()) if idle else None
         try:
-            await asyncio.wait([fetch, offered], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([fetch, offered], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             offered.cancel()
+
+    def _pause(self, st: PartitionState) -> None:
+        """Stop fetching a partition whose records come from memory (`handoff=memory`): reading
+        them back would only cost this worker and the broker, which on Tansu pays for every
+        batch the partition holds on each read."""
+        consumer = self._consumer
+        assert consumer is not None
+        consumer.pause(TopicPartition(self._topic, st.partition))
+        st.paused = True
+        st.handed.clear()  # (what an earlier fetch still delivers is below next_offset)
+
+    def _unpause(self, st: PartitionState) -> None:
+        """Fetch the partition again, from its next offset."""
+        consumer = self._consumer
+        assert consumer is not None
+        tp = TopicPartition(self._topic, st.partition)
+        consumer.seek(tp, st.next_offset)
+        consumer.resume(tp)
+        st.paused = False
+
+    def _unpause_idle(self) -> None:
+        """Paused partitions with nothing handed over for `_IDLE_S` are fetched again: another
+        worker's decode stage may be writing to them while this one's is idle."""
+        now = time.monotonic()
+        for st in self.owned.values():
+            if st.paused and now >= st.idle_at:
+                self._unpause(st)
 
     async def _process(self, batch: dict[TopicPartition, list[Any]]) -> None:
         producer = self._producer
@@ -385,12 +429,20 @@ class CorrelateStage(Stage):
         local = self._local
         n = min(len(local), self.settings.batch_max_records)
         used = 0
+        memory = not self._verify
         for _ in range(n):
             entry = local.popleft()
             st = self.owned.get(entry.partition)
             if st is None or entry.offset != st.next_offset:
+                if st is not None and st.paused and entry.offset > st.next_offset:
+                    self._unpause(st)  # someone else wrote in between: read it from Kafka
                 continue
-            st.handed[entry.offset] = entry.value
+            if memory:
+                if not st.paused:
+                    self._pause(st)
+                st.idle_at = time.monotonic() + _IDLE_S
+            else:
+                st.handed[entry.offset] = entry.value
             await self._record(sender, st, entry.offset, entry.item, now_ms)
             touched.add(TopicPartition(self._topic, entry.partition))
             used += 1
@@ -448,7 +500,9 @@ class CorrelateStage(Stage):
             st = self.owned.get(tp.partition)
             high = consumer.highwater(tp) if consumer is not None else None
             if st is not None and high is not None:
-                self.metrics.set_consumer_lag(tp.topic, tp.partition, int(high) - st.next_offset)
+                # (a partition paused for the hand-off has a high watermark from its last fetch)
+                lag = max(0, int(high) - st.next_offset)
+                self.metrics.set_consumer_lag(tp.topic, tp.partition, lag)
             if st is not None:  # engine caps reached in this batch -> metric, rate-limited log
                 self.caps.observe(st.partition, st.processor.correlator)
         self.metrics.set_reorder_held(sum(len(st.processor.reorder) for st in self.owned.values()))

@@ -200,6 +200,16 @@ class Settings(BaseSettings):
     batch_max_records: int = Field(
         default=2000, ge=1, description="Most records taken from Kafka in one batch."
     )
+    handoff: Literal["memory", "verify", "off"] = Field(
+        default="memory",
+        description="A worker running both stages hands what its decode stage wrote (once the "
+        "broker acknowledged it, with its offset) to its correlate stage, which processes it "
+        "if it is its partition's next offset. `memory`: while that keeps up, the correlate "
+        "stage stops fetching the partition (it fetches again at a gap, another decoder's "
+        "records, or after 50 ms without a record handed over). `verify`: it goes on fetching "
+        "every record and checks it is the one processed (a mismatch restarts the stage from "
+        "its checkpoints, with the hand-off off). `off`: everything is read back from Kafka.",
+    )
     checkpoint_interval: Duration = Field(
         default=timedelta(seconds=5),
         description="How often each partition's correlation state is checkpointed; after a "

@@ -69,7 +69,7 @@ class Worker:
                 snapshotter=snapshotter(settings, context),
             )
             self.stages.append(correlate)
-        if decode is not None and correlate is not None:
+        if decode is not None and correlate is not None and settings.handoff != "off":
             # what this process decodes for the partitions it correlates is not read back
             decode.handoff = correlate.offer
         self.web_port: int | None = None

@@ -1,11 +1,14 @@
 """A worker running both stages hands its own internal records from decoding to correlating
-in memory, and every one of them is checked against the record Kafka holds at its offset.
+in memory.
 
 The decode stage learns each internal record's offset from the broker's acknowledgement of
 its batch (base offset + position). The correlate stage processes a record from memory only
-when it is the next offset of its partition, and compares its bytes with what its consumer
-later delivers at that offset; a difference ends the session, the partitions are restored
-from their checkpoints and fed from Kafka, and the process stops handing records over.
+when it is the next offset of its partition. With `handoff=memory` (the default) it stops
+fetching a partition while that keeps up, and fetches it again from the next offset at a gap
+(another decoder's records) or when nothing is handed over for a moment. With
+`handoff=verify` it goes on fetching and compares each record's bytes with what its consumer
+delivers at that offset; a difference ends the session, the partitions are restored from
+their checkpoints and fed from Kafka, and the process stops handing records over.
 """
 
 from __future__ import annotations
@@ -58,12 +61,14 @@ async def test_acknowledged_offsets_are_where_the_records_are(names: Names, prod
     assert found == expected
 
 
+@pytest.mark.parametrize("mode", ["memory", "verify"])
 async def test_a_worker_correlates_what_it_decoded_from_memory(
-    names: Names, workers: Callable[..., WorkerProcess], producer: AIOKafkaProducer
+    names: Names, workers: Callable[..., WorkerProcess], producer: AIOKafkaProducer, mode: str
 ) -> None:
     env = names.worker_env(
         SOCNOC_INPUTS=orjson.dumps({names.alerts: {"format": "aitads"}}).decode(),
         SOCNOC_IDLE_TIMEOUT="2",  # windows close once the input stops
+        SOCNOC_HANDOFF=mode,
     )
     worker = workers(env)
     await worker.wait_partitions()
@@ -108,6 +113,7 @@ async def test_a_record_that_differs_from_memory_is_caught_and_read_from_kafka(
             SOCNOC_WEB_PORT="0",
             SOCNOC_IDLE_TIMEOUT="2",
             SOCNOC_KAFKA_RETRY_MAX="1",
+            SOCNOC_HANDOFF="verify",
         )
     )
     decode = next(s for s in worker.stages if isinstance(s, DecodeStage))
@@ -147,3 +153,49 @@ async def test_a_record_that_differs_from_memory_is_caught_and_read_from_kafka(
     assert swapped, "no two alerts were handed over in one acknowledgement"
     assert correlate.errors >= 1 and "HandoffMismatch" in (correlate.last_error or ""), correlate
     assert_decided_once(decisions, set(sent))
+
+
+async def test_records_another_decoder_writes_in_between_are_read_from_kafka(
+    names: Names, workers: Callable[..., WorkerProcess], producer: AIOKafkaProducer
+) -> None:
+    """`handoff=memory` with a second, decode-only worker writing to the same correlation
+    partition: the correlating worker stops fetching while its own records keep up, and
+    fetches again at each gap the other decoder leaves (or when its own input is quiet), so
+    every alert of both decoders is still decided, once."""
+    env = names.worker_env(
+        SOCNOC_INPUTS=orjson.dumps({names.alerts: {"format": "aitads"}}).decode(),
+        SOCNOC_IDLE_TIMEOUT="2",
+        SOCNOC_HANDOFF="memory",
+    )
+    both = workers(env, "both")
+    decoder = workers({**env, "SOCNOC_STAGES": "decode"}, "decoder")
+    await both.wait_partitions()
+    await decoder.wait_partitions()
+
+    async def split() -> bool:  # each decode stage owns some of the input partitions
+        a, b = await both.health(), await decoder.health()
+        if a is None or b is None:
+            return False
+        pa, pb = (set(h[1]["stages"]["decode"]["partitions"]) for h in (a, b))
+        correlating = a[1]["stages"]["correlate"]["partitions"]
+        return bool(pa and pb and not pa & pb and correlating)
+
+    await until(split, 60, "two decoders and one correlator", both)
+    _, rows = aitads_rows()
+    rows = rows[:3000]
+    sent: list[str] = []
+    async with Tail(names.bootstrap, names.decisions) as tail:
+        await produce_paced(producer, names.alerts, [r for _, r in rows], sent, 3000)
+        await until(lambda: len(tail.records[names.decisions]) >= len(rows), 120, "every alert decided", both)
+        await asyncio.sleep(1.0)
+        decisions = tail.values(names.decisions)
+    assert_decided_once(decisions, set(sent))
+    health = await both.health()
+    assert health is not None
+    correlate = health[1]["stages"]["correlate"]
+    decoded = (await decoder.health() or (0, {}))[1]["stages"]["decode"]["records"]
+    assert decoded > 0, "the decode-only worker decoded nothing"
+    assert correlate["from_memory"] > 0, correlate
+    # the other decoder's records, read from Kafka
+    assert correlate["records"] - correlate["from_memory"] >= decoded, (correlate, decoded)
+    assert correlate["errors"] == 0, correlate
