@@ -78,19 +78,7 @@ async def test_a_worker_correlates_what_it_decoded_from_memory(
         return health is not None and bool(health[1]["stages"]["correlate"]["partitions"])
 
     await until(correlating, 60, "the correlate stage's partitions", worker)
-    _, rows = aitads_rows()
-    rows = rows[:3000]
-    sent: list[str] = []
-    async with Tail(names.bootstrap, names.decisions) as tail:
-        await produce_paced(producer, names.alerts, [r for _, r in rows], sent, 3000)
-
-        def decided() -> bool:
-            return len(tail.records[names.decisions]) >= len(rows)
-
-        await until(decided, 120, "a decision for every alert", worker)
-        await asyncio.sleep(1.0)
-        decisions = tail.values(names.decisions)
-    assert_decided_once(decisions, set(sent))
+    rows = await _decide_once(names, producer, worker, 3000)
     health = await worker.health()
     assert health is not None
     correlate = health[1]["stages"]["correlate"]
@@ -181,15 +169,7 @@ async def test_records_another_decoder_writes_in_between_are_read_from_kafka(
         return bool(pa and pb and not pa & pb and correlating)
 
     await until(split, 60, "two decoders and one correlator", both)
-    _, rows = aitads_rows()
-    rows = rows[:3000]
-    sent: list[str] = []
-    async with Tail(names.bootstrap, names.decisions) as tail:
-        await produce_paced(producer, names.alerts, [r for _, r in rows], sent, 3000)
-        await until(lambda: len(tail.records[names.decisions]) >= len(rows), 120, "every alert decided", both)
-        await asyncio.sleep(1.0)
-        decisions = tail.values(names.decisions)
-    assert_decided_once(decisions, set(sent))
+    await _decide_once(names, producer, both, 3000)
     health = await both.health()
     assert health is not None
     correlate = health[1]["stages"]["correlate"]
@@ -199,3 +179,17 @@ async def test_records_another_decoder_writes_in_between_are_read_from_kafka(
     # the other decoder's records, read from Kafka
     assert correlate["records"] - correlate["from_memory"] >= decoded, (correlate, decoded)
     assert correlate["errors"] == 0, correlate
+
+
+async def _decide_once(names: Names, producer: AIOKafkaProducer, worker: WorkerProcess, count: int) -> list[bytes]:
+    """Send the first `count` AIT-ADS rows at 3,000/s; each gets exactly one decision."""
+    _, rows = aitads_rows()
+    values = [row for _, row in rows[:count]]
+    sent: list[str] = []
+    async with Tail(names.bootstrap, names.decisions) as tail:
+        await produce_paced(producer, names.alerts, values, sent, 3000)
+        await until(lambda: len(tail.records[names.decisions]) >= len(values), 120, "every alert decided", worker)
+        await asyncio.sleep(1.0)  # anything decided twice shows up now
+        decisions = tail.values(names.decisions)
+    assert_decided_once(decisions, set(sent))
+    return values
