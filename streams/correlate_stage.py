@@ -259,7 +259,9 @@ class CorrelateStage(Stage):
             consumer = self._consumer
             assert consumer is not None
             for p, st in self.owned.items():
-                consumer.seek(TopicPartition(self._topic, p), st.next_offset)
+                tp = TopicPartition(self._topic, p)
+                consumer.seek(tp, st.next_offset)
+                consumer.resume(tp)  # (a hand-off pause is not meant to outlive the assignment)
                 st.handed.clear()  # the consumer does not read below next_offset again
                 st.paused = False
             self.state.partitions = [f"{self._topic}:{p}" for p in sorted(self.owned)]
