@@ -403,6 +403,7 @@ class CorrelateStage(Stage):
                 continue  # revoked while the batch was in flight
             for rec in records:
                 if rec.offset < st.next_offset:
+                    self.state.read_back += 1
                     if st.handed:
                         self._handed_back(st, rec.offset, rec.value)
                     continue

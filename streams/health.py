@@ -20,6 +20,7 @@ class StageHealth:
     last_batch_at: float | None = None
     records: int = 0
     from_memory: int = 0  # correlate: records taken from this process's decode stage
+    read_back: int = 0  # correlate: records fetched again after being taken from memory
     errors: int = 0
     last_error: str | None = None
 
@@ -32,6 +33,7 @@ class StageHealth:
             else round(now - self.last_batch_at, 3),
             "records": self.records,
             "from_memory": self.from_memory,
+            "read_back": self.read_back,
             "errors": self.errors,
             "last_error": self.last_error,
         }

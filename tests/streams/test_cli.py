@@ -158,6 +158,8 @@ def test_bad_default_tz_is_a_usage_error(
         ("SOCNOC_STAGES", "decode,bogus"),
         ("SOCNOC_STAGES", ","),
         ("SOCNOC_STAGES", "[1"),
+        ("SOCNOC_HANDOFF", "fast"),
+        ("SOCNOC_HANDOFF", ""),
     ],
 )
 def test_garbage_settings_are_a_usage_error_not_a_traceback(
