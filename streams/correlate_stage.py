@@ -169,7 +169,8 @@ class CorrelateStage(Stage):
         try:
             await start_clients(producer, reader, consumer)
             self._consumer, self._producer = consumer, producer
-            self._decision_partitions = len(await producer.partitions_for(settings.decisions_topic))
+            if settings.publish_decisions:
+                self._decision_partitions = len(await producer.partitions_for(settings.decisions_topic))
             self._store = CheckpointStore(
                 reader, producer, topic=settings.checkpoint_topic(), output_topics=self._outputs
             )
@@ -338,6 +339,10 @@ class CorrelateStage(Stage):
         if kept:
             self._local.extend(kept)
             self._local_ready.set()
+            # a paused partition with records waiting to be processed is not idle
+            idle_at = time.monotonic() + _IDLE_S
+            for p in {local.partition for local in kept}:
+                self.owned[p].idle_at = idle_at
 
     async def _drop_fetch(self) -> None:
         """Cancel the fetch in progress (its records, if any, are read again after a seek)."""
