@@ -378,7 +378,6 @@ class CorrelateStage(Stage):
         assert consumer is not None
         consumer.pause(TopicPartition(self._topic, st.partition))
         st.paused = True
-        st.handed.clear()  # (what an earlier fetch still delivers is below next_offset)
 
     def _unpause(self, st: PartitionState) -> None:
         """Fetch the partition again, from its next offset."""

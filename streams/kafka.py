@@ -302,7 +302,6 @@ class Sent:
     get consecutive offsets from its base offset)."""
 
     ack: asyncio.Future[Any]
-    topic: str
     partition: int
     tags: list[Any]
 
@@ -373,7 +372,7 @@ class BatchSender:
         ack = await self._producer.send(topic, value, key=key, partition=partition, headers=headers)
         self._futures.append(ack)
         if self._tagged:
-            self._sent.append(Sent(ack, topic, partition, [tag]))
+            self._sent.append(Sent(ack, partition, [tag]))
 
     async def _send_batch(self, slot: tuple[str, int], batch: Any) -> None:
         batch.close()  # ready now: no linger
@@ -381,7 +380,7 @@ class BatchSender:
         ack = await self._producer.send_batch(batch, topic, partition=partition)
         self._futures.append(ack)
         if self._tagged:
-            self._sent.append(Sent(ack, topic, partition, self._tags.pop(slot, [])))
+            self._sent.append(Sent(ack, partition, self._tags.pop(slot, [])))
 
     async def send(self) -> list[asyncio.Future[Any]]:
         """Hand every open batch to the producer; the acknowledgements of everything sent
