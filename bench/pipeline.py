@@ -36,7 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.data import KAFKA_MAP, Records
 from bench.procs import cpu_seconds, die_with_parent
 from streams.broker import free_port
-from streams.kafka import BatchSender, high_watermarks
+from streams.kafka import BatchSender, high_watermarks, key_partition
 from streams.records import KIND_HEADER, SRC_HEADER, header
 from streams.testing import WaitTimeout, commit_offsets, create_topics, settings_from_env, until
 
@@ -452,6 +452,7 @@ class KafkaBench:
         await producer.start()
         try:
             sender = BatchSender(producer)
+            partitions = await sender.partitions(self.alerts)
             futures: list[asyncio.Future[Any]] = []
             total = len(records)
             sent = 0
@@ -468,7 +469,8 @@ class KafkaBench:
                 for i in range(sent, upto):
                     if stamps is not None:
                         stamps[records.ids[i]] = start + i / rate if rate is not None else now
-                    await sender.add(self.alerts, records.values[i], key=records.keys[i])
+                    key = records.keys[i]
+                    sender.put(self.alerts, records.values[i], key_partition(key, partitions), key=key)
                 futures += await sender.send()
                 sent = upto
                 if rate is None:

@@ -479,7 +479,14 @@ class CorrelateStage(Stage):
         outputs = self._feed(st, item, offset)
         arrived = st.processor.arrivals  # of the alerts this record released
         for output in outputs:
-            await self._emit(sender, st, offset, output, arrived, now_ms)
+            if isinstance(output, Decision):
+                self._emit_decision(sender, st, offset, output, arrived, now_ms)
+            elif isinstance(output, IncidentEvent):
+                await self._emit_incident(sender, st, offset, output, identity(output))
+            else:
+                await self._emit_dead_letter(sender, st, offset, output)
+        if sender.queued:
+            await sender.drain()
         st.next_offset = offset + 1
         st.dirty = True
         if st.suppress and st.next_offset > st.suppress_until:
@@ -535,46 +542,48 @@ class CorrelateStage(Stage):
             self.metrics.observe_late(late)
         return outputs
 
-    async def _emit(
+    def _emit_decision(
         self,
         sender: BatchSender,
         st: PartitionState,
         offset: int,
-        output: Emitted,
+        output: Decision,
         arrived: dict[str, int],
         now_ms: float,
     ) -> None:
+        """A decision to `decisions` (per alert: no coroutine)."""
         oid = identity(output)
-        if isinstance(output, IncidentEvent):
-            await self._emit_incident(sender, st, offset, output, oid)
-            return
         if oid in st.suppress:
             st.suppress.discard(oid)
             return
-        settings = self.settings
-        partition: int | None = None
-        if isinstance(output, Decision):
-            at = arrived.get(output.alert_id)
-            latency = (now_ms - at) / 1000 if at else None
-            self.metrics.observe_decision(output, latency)
-            if not settings.publish_decisions:
-                return
-            topic, key = settings.decisions_topic, output.alert_id
-            # Keyed by alert id, but in the partition of the engine that decided: a
-            # subscriber reads one engine's decisions in the order they were made, and each
-            # round of the engine writes one record batch instead of one per partition (on
-            # Tansu every batch a partition holds slows each later read of it).
-            partition = st.partition % self._decision_partitions
-        else:
-            self.metrics.observe_dead_letter(output)
-            if output.error == "RecordTooLarge":
-                self.caps.record_too_large(st.partition)
-            topic, key = settings.dlq_topic, f"{output.topic}:{output.partition}:{output.offset}"
-        headers = [
-            (SRC_HEADER, f"{st.partition}:{offset}".encode()),
-            (OID_HEADER, oid.encode()),
-        ]
-        await sender.add(topic, output_json(output), key=key.encode(), headers=headers, partition=partition)
+        at = arrived.get(output.alert_id)
+        self.metrics.observe_decision(output, (now_ms - at) / 1000 if at else None)
+        if not self.settings.publish_decisions:
+            return
+        headers = [(SRC_HEADER, f"{st.partition}:{offset}".encode()), (OID_HEADER, oid.encode())]
+        # Keyed by alert id, but in the partition of the engine that decided: a subscriber
+        # reads one engine's decisions in the order they were made, and each round of the
+        # engine writes one record batch instead of one per partition (on Tansu every batch
+        # a partition holds slows each later read of it).
+        sender.put(
+            self.settings.decisions_topic,
+            output_json(output),
+            st.partition % self._decision_partitions,
+            key=output.alert_id.encode(),
+            headers=headers,
+        )
+
+    async def _emit_dead_letter(self, sender: BatchSender, st: PartitionState, offset: int, output: DeadLetter) -> None:
+        oid = identity(output)
+        if oid in st.suppress:
+            st.suppress.discard(oid)
+            return
+        self.metrics.observe_dead_letter(output)
+        if output.error == "RecordTooLarge":
+            self.caps.record_too_large(st.partition)
+        headers = [(SRC_HEADER, f"{st.partition}:{offset}".encode()), (OID_HEADER, oid.encode())]
+        key = f"{output.topic}:{output.partition}:{output.offset}".encode()
+        await sender.add(self.settings.dlq_topic, output_json(output), key=key, headers=headers)
 
     async def _emit_incident(
         self, sender: BatchSender, st: PartitionState, offset: int, output: IncidentEvent, oid: str

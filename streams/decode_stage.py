@@ -26,7 +26,7 @@ from correlators.identity import Identity
 from schemas.context import Asset, Change, Feedback
 from streams.decoder import Decoder, InputRecord, Routed
 from streams.health import Health
-from streams.kafka import BatchSender, Sent, make_consumer, make_producer
+from streams.kafka import BatchSender, Sent, key_partition, make_consumer, make_producer
 from streams.metrics import Metrics
 from streams.records import AlertItem, Item, Local, TickItem, encode_item
 from streams.settings import Settings
@@ -269,15 +269,19 @@ class DecodeStage(Stage):
                     )
                 )
                 for entry in routed:
-                    self._observe(entry.item)
-                    if clock is not None:
-                        ts = (
-                            entry.item.alert.time.timestamp()
-                            if isinstance(entry.item, AlertItem)
-                            else None
-                        )
-                        clock.observe(now, ts)
-                    await self._send(sender, entry)
+                    item = entry.item
+                    if isinstance(item, AlertItem):
+                        self.metrics.observe_alert(item.alert)
+                        if clock is not None:
+                            clock.observe(now, item.alert.time.timestamp())
+                    elif clock is not None:
+                        clock.observe(now, None)
+                    if entry.partition is None or entry.broadcast:
+                        await self._send(sender, entry)
+                    else:  # the common case, without a coroutine a record
+                        self._put(sender, entry, entry.partition)
+                if sender.queued:
+                    await sender.drain()
             if records:
                 commits[tp] = OffsetAndMetadata(records[-1].offset + 1, "")
                 if clock is not None:
@@ -287,20 +291,24 @@ class DecodeStage(Stage):
         await self.settle()
         self.state.last_batch_at = time.monotonic()
 
-    def _observe(self, item: Item) -> None:
-        if isinstance(item, AlertItem):
-            self.metrics.observe_alert(item.alert)
-
     async def _send(self, sender: BatchSender, entry: Routed) -> None:
         if entry.broadcast:
             await self._broadcast(sender, entry.item)
             return
+        partition = entry.partition
+        if partition is None:
+            if entry.key is None:
+                raise ValueError("a routed item needs a key, a partition or to be broadcast")
+            partition = key_partition(entry.key, await sender.partitions(self._internal))
+        self._put(sender, entry, partition)
+
+    def _put(self, sender: BatchSender, entry: Routed, partition: int) -> None:
         encoded = encode_item(entry.item, key=entry.key)
-        await sender.add(
+        sender.put(
             self._internal,
             encoded.value,
+            partition,
             key=encoded.key,
-            partition=entry.partition,
             headers=encoded.headers,
             tag=(entry.item, encoded.value),
         )
@@ -309,7 +317,8 @@ class DecodeStage(Stage):
         encoded = encode_item(item)
         tag = (item, encoded.value)
         for p in self._partitions:
-            await sender.add(self._internal, encoded.value, partition=p, headers=encoded.headers, tag=tag)
+            sender.put(self._internal, encoded.value, p, headers=encoded.headers, tag=tag)
+        await sender.drain()
 
     async def _announce(self, sender: BatchSender) -> None:
         """Tell every partition about input partitions newly taken on, before any of their

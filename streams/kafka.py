@@ -295,6 +295,15 @@ def key_partition(key: bytes, partitions: int) -> int:
     return _cached_hash(key) % partitions
 
 
+@dataclass(slots=True)
+class _Alone:
+    """A record too big for a batch, sent on its own."""
+
+    value: bytes
+    key: bytes | None
+    headers: list[tuple[str, bytes]] | None
+
+
 @dataclass(frozen=True)
 class Sent:
     """One produce request's records, by the tags given to `BatchSender.add`: once `ack`
@@ -310,12 +319,15 @@ class BatchSender:
     """Builds per-partition record batches and hands them to the producer in one go.
 
     `AIOKafkaProducer.send()` costs ~30-40 us a record in Python; appending to a batch and
-    `send_batch()` ~7 us. Order within a partition is the order of `add()` calls. `send()`
-    hands every open batch to the producer, closed (so it goes out at once instead of
-    lingering: the caller already batched) and returns their acknowledgements without
-    waiting; `flush()` sends and waits for every acknowledgement (raising on a failed batch).
-    With `tagged=True`, every record's `tag` is kept with the request it went out in
-    (`take_sent()`), so that its offset is known once that request is acknowledged.
+    `send_batch()` ~7 us. Order within a partition is the order of `put()`/`add()` calls.
+    `put()` appends without awaiting (no coroutine a record: the stages call it per record);
+    a batch that fills up is closed and queued, and `drain()` hands the queued ones to the
+    producer. `send()` hands every queued and open batch to the producer, closed (so it goes
+    out at once instead of lingering: the caller already batched) and returns their
+    acknowledgements without waiting; `flush()` sends and waits for every acknowledgement
+    (raising on a failed batch). With `tagged=True`, every record's `tag` is kept with the
+    request it went out in (`take_sent()`), so that its offset is known once that request is
+    acknowledged.
     """
 
     def __init__(self, producer: AIOKafkaProducer, *, tagged: bool = False) -> None:
@@ -326,6 +338,13 @@ class BatchSender:
         self._tagged = tagged
         self._tags: dict[tuple[str, int], list[Any]] = {}
         self._sent: list[Sent] = []
+        # full batches and records too big for a batch, in the order they were put
+        self._queued: list[tuple[tuple[str, int], Any, list[Any], _Alone | None]] = []
+
+    @property
+    def queued(self) -> bool:
+        """Whether full batches wait for `drain()` (or `send()`)."""
+        return bool(self._queued)
 
     async def partitions(self, topic: str) -> int:
         """How many partitions `topic` has (cached)."""
@@ -344,6 +363,8 @@ class BatchSender:
         headers: list[tuple[str, bytes]] | None = None,
         tag: Any = None,
     ) -> None:
+        """`put()`, with the partition from the key's hash when none is given, and the
+        queued batches handed to the producer."""
         if partition is None:
             if key is None:
                 raise ValueError("a record needs a key or a partition")
@@ -351,43 +372,68 @@ class BatchSender:
             if count is None:
                 count = await self.partitions(topic)
             partition = key_partition(key, count)
+        self.put(topic, value, partition, key=key, headers=headers, tag=tag)
+        if self._queued:
+            await self.drain()
+
+    def put(
+        self,
+        topic: str,
+        value: bytes,
+        partition: int,
+        *,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+        tag: Any = None,
+    ) -> None:
+        """Append a record to its partition's open batch, without awaiting."""
         slot = (topic, partition)
         batch = self._batches.get(slot)
         if batch is None:
             batch = self._batches[slot] = self._producer.create_batch()
         if batch.append(key=key, value=value, timestamp=None, headers=headers or []) is not None:
             if self._tagged:
-                self._tags.setdefault(slot, []).append(tag)
+                tags = self._tags.get(slot)
+                if tags is None:
+                    self._tags[slot] = [tag]
+                else:
+                    tags.append(tag)
             return
-        # full: send it and start another; a record bigger than a batch goes alone
+        # full: queue it and start another; a record bigger than a batch goes alone
         del self._batches[slot]
         if batch.record_count():
-            await self._send_batch(slot, batch)
+            self._queued.append((slot, batch, self._tags.pop(slot, []), None))
         batch = self._producer.create_batch()
         if batch.append(key=key, value=value, timestamp=None, headers=headers or []) is not None:
             self._batches[slot] = batch
             if self._tagged:
                 self._tags[slot] = [tag]
             return
-        ack = await self._producer.send(topic, value, key=key, partition=partition, headers=headers)
-        self._futures.append(ack)
-        if self._tagged:
-            self._sent.append(Sent(ack, partition, [tag]))
+        self._queued.append((slot, None, [tag], _Alone(value, key, headers)))
 
-    async def _send_batch(self, slot: tuple[str, int], batch: Any) -> None:
-        batch.close()  # ready now: no linger
-        topic, partition = slot
-        ack = await self._producer.send_batch(batch, topic, partition=partition)
-        self._futures.append(ack)
-        if self._tagged:
-            self._sent.append(Sent(ack, partition, self._tags.pop(slot, [])))
+    async def drain(self) -> None:
+        """Hand the queued (full) batches to the producer, in order."""
+        queued, self._queued = self._queued, []
+        for slot, batch, tags, alone in queued:
+            topic, partition = slot
+            if alone is None:
+                batch.close()  # ready now: no linger
+                ack = await self._producer.send_batch(batch, topic, partition=partition)
+            else:
+                ack = await self._producer.send(
+                    topic, alone.value, key=alone.key, partition=partition, headers=alone.headers
+                )
+            self._futures.append(ack)
+            if self._tagged:
+                self._sent.append(Sent(ack, partition, tags))
 
     async def send(self) -> list[asyncio.Future[Any]]:
-        """Hand every open batch to the producer; the acknowledgements of everything sent
-        since the last `send()`/`flush()`, not awaited."""
+        """Hand every queued and open batch to the producer; the acknowledgements of
+        everything sent since the last `send()`/`flush()`, not awaited."""
         batches, self._batches = self._batches, {}
         for slot, batch in batches.items():
-            await self._send_batch(slot, batch)
+            self._queued.append((slot, batch, self._tags.pop(slot, []), None))
+        await self.drain()
         futures, self._futures = self._futures, []
         return futures
 

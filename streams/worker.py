@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from typing import Any
@@ -236,9 +237,27 @@ def configure_logging(level: str = "INFO") -> None:
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
 
 
+# A worker allocates and frees objects by the hundred thousand a second (records, batches,
+# futures) yet almost never makes a reference cycle: in a 150k-alert run the collector
+# found ~2,000 cyclic objects in all, and spent 417 ms of 6.8 s (6%) looking, in 1,170
+# collections, the slowest 31 ms (a full one, which walks every object the engine holds).
+# With a young generation of 10,000 instead of 700: 27 collections, 60 ms, none over 16 ms.
+# Everything loaded at start (modules, rules, settings) is moved out of the collector's
+# reach first: later full collections no longer walk it.
+GC_THRESHOLDS = (10_000, 10, 10)
+
+
+def tune_gc() -> None:
+    """The collector settings of a long-running worker process (see GC_THRESHOLDS)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 async def serve(settings: Settings) -> int:
     """Run a worker until SIGTERM/SIGINT."""
     worker = Worker(settings)
+    tune_gc()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)

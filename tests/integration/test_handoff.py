@@ -34,7 +34,8 @@ pytestmark = pytest.mark.integration
 
 async def test_acknowledged_offsets_are_where_the_records_are(names: Names, producer: AIOKafkaProducer) -> None:
     """Offsets from the acknowledgements, for small batches, a batch that filled up and went
-    out early, and a record too big for a batch (sent alone), equal the log's."""
+    out early (`add`) or was queued until `send` (`put`), and a record too big for a batch
+    (sent alone), equal the log's."""
     topic = f"{names.prefix}.tagged"
     await ensure_topics(names.settings(), [TopicSpec(topic, 2)])
     expected: dict[tuple[int, int], bytes] = {}
@@ -43,7 +44,11 @@ async def test_acknowledged_offsets_are_where_the_records_are(names: Names, prod
         values = [f"r{round_}-{i}-".encode() * (1 + i % 40) for i in range(400)]
         values.append(b"x" * 40_000)  # bigger than a batch (16 KB)
         for i, value in enumerate(values):
-            await sender.add(topic, value, partition=i % 2, tag=value)
+            if round_ == 1:
+                sender.put(topic, value, i % 2, tag=value)
+            else:
+                await sender.add(topic, value, partition=i % 2, tag=value)
+        assert sender.queued == (round_ == 1)
         await sender.add(topic, b"keyed", key=b"some-key", tag=b"keyed")
         futures = await sender.send()
         await asyncio.gather(*futures)
