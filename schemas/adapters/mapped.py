@@ -12,7 +12,7 @@ from typing import Any
 from schemas.adapters.base import ParseContext, Parsed, decode_text
 from schemas.adapters.csvline import CsvLayout
 from schemas.adapters.fields import load_object, lookup, make_alert
-from schemas.adapters.mapspec import MapSpec, convert, finish
+from schemas.adapters.mapspec import MapSpec, converter, finish
 from schemas.errors import MapSpecError
 from schemas.models import Alert
 
@@ -32,7 +32,8 @@ class CsvMapAdapter:
             raise MapSpecError("the csv format needs its header (the columns option)")
         self._layout = CsvLayout.from_header(columns)
         self._columns = [
-            (field, self._layout.position(column)) for field, column in self.spec.columns.items()
+            (field, self._layout.position(column), converter(field))
+            for field, column in self.spec.columns.items()
         ]
         self._source = {"source": "csv"}
 
@@ -40,8 +41,8 @@ class CsvMapAdapter:
         text = decode_text(raw, ctx).rstrip("\r\n")
         cells = self._layout.split(text)
         values: dict[str, Any] = {**self._source, **self.spec.literals}
-        for field, index in self._columns:
-            value = convert(field, cells[index], ctx)
+        for field, index, convert in self._columns:
+            value = convert(cells[index], field, ctx)
             if value is not None:
                 values[field] = value
         return [make_alert(raw=text, **finish(values, ctx))]
@@ -55,7 +56,8 @@ class JsonlMapAdapter:
     def __init__(self, options: dict[str, str] | None = None) -> None:
         options = options or {}
         self.spec = MapSpec.parse(options.get("map"))
-        self._paths = list(self.spec.columns.items())
+        # (a path without a dot is a plain key: `lookup` would only `get` it)
+        self._paths = [(field, path, "." in path, converter(field)) for field, path in self.spec.columns.items()]
         self._source = {"source": "jsonl"}
 
     def parse(self, raw: bytes, ctx: ParseContext) -> Parsed:
@@ -65,8 +67,8 @@ class JsonlMapAdapter:
     def from_object(self, obj: dict[str, Any], text: str, ctx: ParseContext) -> Alert:
         """The Alert of one decoded JSON object."""
         values: dict[str, Any] = {**self._source, **self.spec.literals}
-        for field, path in self._paths:
-            value = convert(field, lookup(obj, path), ctx)
+        for field, path, dotted, convert in self._paths:
+            value = convert(lookup(obj, path) if dotted else obj.get(path), field, ctx)
             if value is not None:
                 values[field] = value
         return make_alert(raw=text, **finish(values, ctx))

@@ -9,6 +9,7 @@ an ISO 8601 / RFC 3339 string (without a zone: `SOCNOC_DEFAULT_TZ`). A bad spec 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,7 +20,7 @@ from schemas.errors import BadTimestamp, BadValue, InvalidInput, MapSpecError, M
 from schemas.models import Domain, Severity, Status
 from schemas.severity import from_label
 
-__all__ = ["MapSpec", "MAP_FIELDS", "REQUIRED_FIELDS", "convert", "finish"]
+__all__ = ["MapSpec", "MAP_FIELDS", "REQUIRED_FIELDS", "Converter", "convert", "converter", "finish"]
 
 MAP_FIELDS = (
     "id",
@@ -41,14 +42,15 @@ MAP_FIELDS = (
 )
 REQUIRED_FIELDS = ("time", "asset", "signature", "domain")
 ALERT_KEY = {"end": "ended_at"}
-_TIME_FIELDS = frozenset({"time", "end"})
 
 
-def _text(value: Any, name: str) -> str | None:
-    if value is None or value == "":
+def _text(value: Any, name: str, ctx: ParseContext | None = None) -> str | None:
+    if type(value) is str:
+        return value or None
+    if value is None:
         return None
     if isinstance(value, str):
-        return value
+        return value or None
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
     raise BadValue(f"{name} must be a string or a number, not {type(value).__name__}")
@@ -57,7 +59,7 @@ def _text(value: Any, name: str) -> str | None:
 def _time(value: Any, name: str, ctx: ParseContext) -> datetime | None:
     if value is None or value == "":
         return None
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    if type(value) is float or (isinstance(value, int | float) and not isinstance(value, bool)):
         return epoch_to_datetime(value)
     if isinstance(value, str):
         text = value.strip()
@@ -69,7 +71,7 @@ def _time(value: Any, name: str, ctx: ParseContext) -> datetime | None:
     raise BadTimestamp(f"{name} must be a string or a number, not {type(value).__name__}")
 
 
-def _severity(value: Any, name: str) -> Severity | None:
+def _severity(value: Any, name: str, ctx: ParseContext | None = None) -> Severity | None:
     label = _text(value, name)
     if label is None:
         return None
@@ -79,7 +81,15 @@ def _severity(value: Any, name: str) -> Severity | None:
     return low
 
 
-def _domain(value: Any, name: str) -> Domain | None:
+# the exact values first: a dict lookup, where calling the enum takes ~0.5 µs
+_DOMAINS = {d.value: d for d in Domain}
+_STATUSES = {s.value: s for s in Status}
+
+
+def _domain(value: Any, name: str, ctx: ParseContext | None = None) -> Domain | None:
+    found = _DOMAINS.get(value) if type(value) is str else None
+    if found is not None:
+        return found
     text = _text(value, name)
     if text is None:
         return None
@@ -89,7 +99,10 @@ def _domain(value: Any, name: str) -> Domain | None:
         raise BadValue(f"{name} {text[:40]!r} is neither security nor ops") from None
 
 
-def _status(value: Any, name: str) -> Status | None:
+def _status(value: Any, name: str, ctx: ParseContext | None = None) -> Status | None:
+    found = _STATUSES.get(value) if type(value) is str else None
+    if found is not None:
+        return found
     text = _text(value, name)
     if text is None:
         return None
@@ -99,17 +112,25 @@ def _status(value: Any, name: str) -> Status | None:
         raise BadValue(f"{name} {text[:40]!r} is neither firing nor resolved") from None
 
 
+# (value, field name, context) -> the Alert field's value, None when absent or empty
+Converter = Callable[[Any, str, ParseContext], Any]
+_CONVERTERS: dict[str, Converter] = {
+    "time": _time,
+    "end": _time,
+    "severity": _severity,
+    "domain": _domain,
+    "status": _status,
+}
+
+
+def converter(field: str) -> Converter:
+    """The conversion of `field`'s values (adapters look it up once, not per record)."""
+    return _CONVERTERS.get(field, _text)
+
+
 def convert(field: str, value: Any, ctx: ParseContext) -> Any:
     """A mapped raw value as the Alert field's type; None when absent or empty."""
-    if field in _TIME_FIELDS:
-        return _time(value, field, ctx)
-    if field == "severity":
-        return _severity(value, field)
-    if field == "domain":
-        return _domain(value, field)
-    if field == "status":
-        return _status(value, field)
-    return _text(value, field)
+    return converter(field)(value, field, ctx)
 
 
 @dataclass(frozen=True)
@@ -166,4 +187,6 @@ def finish(values: dict[str, Any], ctx: ParseContext) -> dict[str, Any]:
             raise MissingField(f"{field} is missing or empty")
     if values.get("id") is None:
         values["id"] = ctx.record_id
+    if "end" not in values:
+        return values
     return {ALERT_KEY.get(k, k): v for k, v in values.items()}

@@ -206,6 +206,40 @@ def test_bad_jsonl_records(obj: dict[str, Any], error: type[InvalidInput]) -> No
         jsonl_alert(obj, "time=ts,asset=host.name,signature=rule.id,severity=level,domain:=ops")
 
 
+@pytest.mark.parametrize(
+    ("domain", "status", "expected"),
+    [
+        ("security", "firing", (Domain.SECURITY, Status.FIRING)),  # exact: the fast path
+        ("ops", "resolved", (Domain.OPS, Status.RESOLVED)),
+        (" Security ", "FIRING", (Domain.SECURITY, Status.FIRING)),  # trimmed, any case
+        ("OPS", " Resolved", (Domain.OPS, Status.RESOLVED)),
+        ("security", "", (Domain.SECURITY, Status.FIRING)),  # empty: the default
+        ("security", None, (Domain.SECURITY, Status.FIRING)),
+    ],
+)
+def test_jsonl_domain_and_status_values(domain: str, status: str | None, expected: tuple[Domain, Status]) -> None:
+    obj = {"ts": 1, "h": "a", "s": "r", "d": domain, "st": status}
+    alert = jsonl_alert(obj, "time=ts,asset=h,signature=s,domain=d,status=st")
+    assert (alert.domain, alert.status) == expected
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        {"d": "securityy"},
+        {"d": "Security", "st": "open"},
+        {"d": 1},
+        {"d": ["security"]},
+        {"d": "security", "st": {"firing": True}},
+        {"d": None},  # domain is required
+        {"d": "  "},
+    ],
+)
+def test_bad_jsonl_domain_and_status(obj: dict[str, Any]) -> None:
+    with pytest.raises((BadValue, MissingField)):
+        jsonl_alert({"ts": 1, "h": "a", "s": "r", **obj}, "time=ts,asset=h,signature=s,domain=d,status=st")
+
+
 def test_jsonl_rejects_non_objects() -> None:
     adapter = get_adapter("jsonl", {"map": "time=t,asset=a,signature=s,domain:=ops"})
     for raw in (b"[1, 2]", b'"text"', b"{", b"", b"\xff"):
