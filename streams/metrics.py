@@ -7,13 +7,18 @@ names listed in `METRIC_NAMES` are what dashboards and alert rules may rely on.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Literal
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from schemas.models import (
     Alert,
@@ -90,6 +95,53 @@ SYSLOG_METRIC_NAMES: tuple[str, ...] = (
 )
 
 
+class CounterTally(Collector):
+    """A labelled counter kept in plain ints, for the series counted once an alert: a
+    `Counter` child's `inc()` takes a lock (0.24 µs a call here, a dict increment 0.06).
+    Only for a process whose increments and scrapes run on one thread (the worker's event
+    loop); scraped, it reads as a `Counter` would (without the `_created` series)."""
+
+    def __init__(self, name: str, documentation: str, labels: tuple[str, ...], registry: CollectorRegistry) -> None:
+        self.name, self.documentation, self.labels = name, documentation, labels
+        self.counts: dict[tuple[str, ...], int] = {}
+        registry.register(self)
+
+    def declare(self, *values: str) -> None:
+        """A series that starts at 0 (dashboards and `rate()` see it from the start)."""
+        self.counts.setdefault(values, 0)
+
+    def value(self, *values: str) -> int:
+        return self.counts.get(values, 0)
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labels)
+        for values, count in self.counts.items():
+            family.add_metric(values, count)
+        yield family
+
+
+class HistogramTally(Collector):
+    """An unlabelled histogram kept in plain ints, for the same reason and on the same
+    condition as `CounterTally` (`Histogram.observe()` 0.53 µs here, this 0.10)."""
+
+    def __init__(self, name: str, documentation: str, buckets: tuple[float, ...], registry: CollectorRegistry) -> None:
+        self.name, self.documentation = name, documentation
+        self.bounds = tuple(sorted(b for b in buckets if b != float("inf")))
+        self.counts = [0] * (len(self.bounds) + 1)  # the last one: above every bound
+        self.sum = 0.0
+        registry.register(self)
+
+    def observe(self, amount: float) -> None:
+        self.counts[bisect_left(self.bounds, amount)] += 1  # `le`: the first bound >= amount
+        self.sum += amount
+
+    def collect(self) -> Iterator[Metric]:
+        cumulative = list(accumulate(self.counts))
+        buckets = [(floatToGoString(b), n) for b, n in zip(self.bounds, cumulative, strict=False)]  # type: ignore[no-untyped-call]
+        buckets.append(("+Inf", cumulative[-1]))
+        yield HistogramMetricFamily(self.name, self.documentation, buckets=buckets, sum_value=self.sum)
+
+
 def _base(name: str) -> str:
     # prometheus_client appends `_total` to counters itself.
     return name.removesuffix("_total")
@@ -101,13 +153,13 @@ class Metrics:
 
     registry: CollectorRegistry
     input_records: Counter
-    alerts: Counter
-    decisions: Counter
+    alerts: CounterTally
+    decisions: CounterTally
     incidents: Counter
     incidents_by_owner: Counter
     open_incidents: Gauge
     noise_reduction: Gauge
-    decision_latency: Histogram
+    decision_latency: HistogramTally
     time_to_detect: Histogram
     incident_open_duration: Histogram
     consumer_lag: Gauge
@@ -123,9 +175,6 @@ class Metrics:
     checkpoint_duration: Histogram
     _decided: int = field(default=0, repr=False)
     _opened: int = field(default=0, repr=False)
-    # label children of the per-record series: `labels()` costs ~10 µs a call in the hot path
-    _alert_children: dict[tuple[str, str], Counter] = field(default_factory=dict, repr=False)
-    _decision_children: dict[str, Counter] = field(default_factory=dict, repr=False)
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> Metrics:
@@ -138,15 +187,15 @@ class Metrics:
                 "Records consumed from the input topics, before decoding.",
                 ["topic"], registry=r,
             ),
-            alerts=Counter(
+            alerts=CounterTally(
                 _base("socnoc_alerts_total"),
                 "Alerts decoded from input records, by source tool and domain.",
-                ["source", "domain"], registry=r,
+                ("source", "domain"), registry=r,
             ),
-            decisions=Counter(
+            decisions=CounterTally(
                 _base("socnoc_decisions_total"),
                 "Decisions made, one per input alert, by disposition.",
-                ["disposition"], registry=r,
+                ("disposition",), registry=r,
             ),
             incidents=Counter(
                 _base("socnoc_incidents_total"),
@@ -168,7 +217,7 @@ class Metrics:
                 "1 - incidents opened / alerts decided, on this worker since start.",
                 registry=r,
             ),
-            decision_latency=Histogram(
+            decision_latency=HistogramTally(
                 "socnoc_decision_latency_seconds",
                 "Wall-clock time from an alert's arrival to its decision.",
                 buckets=LATENCY_BUCKETS, registry=r,
@@ -247,7 +296,7 @@ class Metrics:
     def _initialise_series(self) -> None:
         # Known label values start at 0 so rate() and dashboards see series from the start.
         for disposition in Disposition:
-            self.decisions.labels(disposition=disposition.value)
+            self.decisions.declare(disposition.value)
         for kind in IncidentKind:
             self.open_incidents.labels(kind=kind.value)
             for event in LifecycleEvent:
@@ -272,11 +321,9 @@ class Metrics:
 
     def observe_alert(self, alert: Alert) -> None:
         """Count one decoded alert."""
+        counts = self.alerts.counts
         key = (alert.source, alert.domain.value)
-        child = self._alert_children.get(key)
-        if child is None:
-            child = self._alert_children[key] = self.alerts.labels(source=key[0], domain=key[1])
-        child.inc()
+        counts[key] = counts.get(key, 0) + 1
 
     def observe_dead_letter(self, letter: DeadLetter) -> None:
         """Count one record sent to `alerts.dlq` (its `invalid` decision is counted apart)."""
@@ -290,13 +337,11 @@ class Metrics:
 
     def observe_decision(self, decision: Decision, latency_s: float | None = None) -> None:
         """Count a decision; `latency_s` is wall-clock arrival -> decision, if known."""
-        disposition = decision.disposition.value
-        child = self._decision_children.get(disposition)
-        if child is None:
-            child = self._decision_children[disposition] = self.decisions.labels(disposition=disposition)
-        child.inc()
+        counts = self.decisions.counts
+        key = (decision.disposition.value,)
+        counts[key] = counts.get(key, 0) + 1
         if latency_s is not None:
-            self.decision_latency.observe(max(0.0, latency_s))
+            self.decision_latency.observe(latency_s if latency_s > 0.0 else 0.0)
         self._decided += 1
 
     def observe_incident_event(self, event: IncidentEvent) -> None:

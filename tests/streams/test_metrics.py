@@ -2,7 +2,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from schemas.models import (
@@ -19,9 +20,12 @@ from schemas.models import (
 )
 from streams.metrics import (
     GATEWAY_METRIC_NAMES,
+    LATENCY_BUCKETS,
     METRIC_NAMES,
     SYSLOG_METRIC_NAMES,
+    CounterTally,
     GatewayMetrics,
+    HistogramTally,
     Metrics,
     SyslogMetrics,
     metrics_app,
@@ -219,3 +223,34 @@ async def test_metrics_endpoint_serves_exposition_format(
     names = {f.name for f in text_string_to_metric_families(text)}
     assert "socnoc_decisions" in names
     assert 'socnoc_decisions_total{disposition="noise"} 1.0' in text
+
+
+def test_tallies_expose_what_prometheus_client_s_own_metrics_would() -> None:
+    """The per-alert series are plain-int tallies; scraped, they read exactly like a
+    `Counter` and a `Histogram` given the same observations (bar the `_created` series)."""
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    counter = CounterTally("t_decisions", "help", ("disposition",), registry=ours)
+    histogram = HistogramTally("t_latency_seconds", "help", LATENCY_BUCKETS, registry=ours)
+    their_counter = Counter("t_decisions", "help", ["disposition"], registry=theirs)
+    their_histogram = Histogram("t_latency_seconds", "help", buckets=LATENCY_BUCKETS, registry=theirs)
+    counter.declare("noise")
+    their_counter.labels(disposition="noise")
+    amounts = [0.0, 0.005, 0.0051, *LATENCY_BUCKETS[:-1], 1e-9, 3.0, 1e9, 7.25]
+    for i, amount in enumerate(amounts):
+        disposition = ("incident", "noise", "suppressed")[i % 3]
+        counter.counts[(disposition,)] = counter.value(disposition) + 1
+        their_counter.labels(disposition=disposition).inc()
+        histogram.observe(amount)
+        their_histogram.observe(amount)
+
+    def samples(registry: CollectorRegistry) -> list[tuple[str, list[tuple[str, str]], float]]:
+        text = generate_latest(registry).decode()
+        return sorted(
+            (s.name, sorted(s.labels.items()), s.value)
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if not s.name.endswith("_created")
+        )
+
+    assert samples(ours) == samples(theirs)
+    assert counter.value("noise") == len(amounts[1::3]) and counter.value("unknown") == 0
