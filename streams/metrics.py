@@ -14,7 +14,16 @@ from itertools import accumulate
 from typing import Literal
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
@@ -42,6 +51,8 @@ __all__ = [
     "SyslogMetrics",
     "metrics_app",
     "start_metrics_server",
+    "RUNTIME_METRIC_NAMES",
+    "register_runtime_collectors",
 ]
 
 # Arrival -> decision, in wall-clock seconds: most decisions are due on arrival (ms), the
@@ -60,6 +71,31 @@ INCIDENT_TIME_BUCKETS: tuple[float, ...] = (
 UNOWNED = "unowned"
 
 RuleReloadResult = Literal["ok", "error"]
+
+# What the process, platform and GC collectors of prometheus_client export (on Linux), which
+# a socnoc process's /metrics carries beside its own: CPU, memory, file descriptors, and the
+# garbage collector's work (the worker tunes it: `streams.worker.tune_gc`).
+RUNTIME_METRIC_NAMES: tuple[str, ...] = (
+    "process_cpu_seconds_total",
+    "process_resident_memory_bytes",
+    "process_virtual_memory_bytes",
+    "process_open_fds",
+    "process_max_fds",
+    "process_start_time_seconds",
+    "python_info",
+    "python_gc_objects_collected_total",
+    "python_gc_objects_uncollectable_total",
+    "python_gc_collections_total",
+)
+
+
+def register_runtime_collectors(registry: CollectorRegistry) -> None:
+    """Add the process's CPU, memory, file descriptors and GC counters to `registry` (the
+    default registry has them; socnoc's processes build their own)."""
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+
 
 METRIC_NAMES: tuple[str, ...] = (
     "socnoc_input_records_total",

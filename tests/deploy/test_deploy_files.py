@@ -20,7 +20,12 @@ from schemas.rules import load_rules
 from streams.gateway import DEFAULT_PORT as GATEWAY_PORT
 from streams.ingest import IngestSettings
 from streams.kafka import topic_specs
-from streams.metrics import GATEWAY_METRIC_NAMES, METRIC_NAMES, SYSLOG_METRIC_NAMES
+from streams.metrics import (
+    GATEWAY_METRIC_NAMES,
+    METRIC_NAMES,
+    RUNTIME_METRIC_NAMES,
+    SYSLOG_METRIC_NAMES,
+)
 from streams.settings import Settings
 from streams.syslog import DEFAULT_PORT as SYSLOG_PORT
 from tests.programs import require_binary
@@ -183,6 +188,9 @@ def test_dashboard_queries_use_exported_metrics_and_cover_them() -> None:
     base = {n if n in ALL_METRICS else n.rpartition("_")[0] for n in used}
     # The per-worker reduction gauge is redundant on a dashboard that sums all workers.
     assert ALL_METRICS - base == {"socnoc_noise_reduction_ratio"}
+    runtime = {n for _, expr in dashboard_exprs()
+               for n in re.findall(r"\b(?:process|python)_[a-z_]+", expr)}
+    assert runtime and runtime <= set(RUNTIME_METRIC_NAMES)
 
 
 def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:

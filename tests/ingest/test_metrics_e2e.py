@@ -149,6 +149,14 @@ async def test_dashboard_and_counters_during_a_replay(broker: Broker, procs: Pro
             assert await prom_value(
                 session, prom, 'socnoc_syslog_messages_total{transport="tcp"}') == len(SYSLOG)
 
+            # Each socnoc process exports its own CPU, memory and GC figures.
+            for job in ("socnoc", "socnoc-gateway"):
+                rss = await prom_value(
+                    session, prom, f'sum(process_resident_memory_bytes{{job="{job}"}})')
+                assert rss is not None and rss > 10_000_000, job
+                assert await prom_query(
+                    session, prom, f'python_gc_collections_total{{job="{job}"}}'), job
+
             # Every dashboard panel shows data (a target may be empty, e.g. no cap was hit).
             empty: dict[str, list[str]] = {}
             for title, expr in dashboard_queries():

@@ -22,6 +22,7 @@ from streams.metrics import (
     GATEWAY_METRIC_NAMES,
     LATENCY_BUCKETS,
     METRIC_NAMES,
+    RUNTIME_METRIC_NAMES,
     SYSLOG_METRIC_NAMES,
     CounterTally,
     GatewayMetrics,
@@ -29,6 +30,7 @@ from streams.metrics import (
     Metrics,
     SyslogMetrics,
     metrics_app,
+    register_runtime_collectors,
 )
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -85,6 +87,18 @@ def test_every_documented_name_is_exposed(registry: CollectorRegistry) -> None:
     for name in METRIC_NAMES + GATEWAY_METRIC_NAMES + SYSLOG_METRIC_NAMES:
         assert name.removesuffix("_total") in families, name
         assert name.startswith("socnoc_")
+
+
+def test_runtime_collectors_export_the_documented_names() -> None:
+    registry = CollectorRegistry()
+    register_runtime_collectors(registry)
+    text = generate_latest(registry).decode()
+    exposed = {line.split("{")[0].split(" ")[0] for line in text.splitlines()
+               if line and not line.startswith("#")}
+    assert exposed == set(RUNTIME_METRIC_NAMES)
+    # its own figures: this process has a resident size and at least one open file
+    assert value(registry, "process_resident_memory_bytes") > 1_000_000
+    assert value(registry, "process_open_fds") >= 1
 
 
 def test_two_registries_do_not_clash() -> None:
