@@ -268,7 +268,7 @@ def _state_phase(cfg: Config, report: Report, base: BaseData) -> None:
 
 
 async def _kafka_phase(cfg: Config, report: Report, base: BaseData) -> None:
-    from bench.pipeline import KafkaBench
+    from bench.pipeline import KafkaBench, harness_gc_paused
     from streams.broker import EmbeddedBroker
 
     workdir = cfg.out / "kafka"
@@ -297,11 +297,13 @@ async def _kafka_phase(cfg: Config, report: Report, base: BaseData) -> None:
     try:
         for i in range(cfg.runs):
             bench = await fresh(f"bench-run{i}")  # the raw pipeline, then the worker, on one topic
-            raw = await bench.raw_run(kafka_records(base, 0, cfg.e2e_alerts, run=f"raw{i}"))
+            with harness_gc_paused():
+                raw = await bench.raw_run(kafka_records(base, 0, cfg.e2e_alerts, run=f"raw{i}"))
             report.raw.append(raw)
             report.raw_cpu.append(bench.raw_cpu[-1] if bench.raw_cpu else {})
             _progress(f"raw pipeline run {i + 1}/{cfg.runs}: {raw:,.0f} alerts/s; CPU µs/alert {report.raw_cpu[-1]}")
-            run = await bench.e2e_run(kafka_records(base, 0, cfg.e2e_alerts, run=f"e2e{i}"))
+            with harness_gc_paused():
+                run = await bench.e2e_run(kafka_records(base, 0, cfg.e2e_alerts, run=f"e2e{i}"))
             bench.stop_worker()
             e2e = run.rate
             report.e2e.append(e2e)
@@ -315,7 +317,8 @@ async def _kafka_phase(cfg: Config, report: Report, base: BaseData) -> None:
         count = max(100, int(rate * cfg.latency_seconds))
         for i in range(cfg.runs):
             bench = await fresh(f"bench-lat{i}")
-            lat = await bench.latency_run(kafka_records(base, 0, count, run=f"lat{i}"), rate)
+            with harness_gc_paused():
+                lat = await bench.latency_run(kafka_records(base, 0, count, run=f"lat{i}"), rate)
             bench.stop_worker()
             report.latency.append(asdict(lat))
             _progress(
@@ -325,7 +328,8 @@ async def _kafka_phase(cfg: Config, report: Report, base: BaseData) -> None:
                 + f"; {lat.checkpoints} checkpoints, mean pause {_ms(lat.checkpoint_pause_ms)}"
             )
             floor_bench = await fresh(f"bench-rawlat{i}")  # its own topics, as fresh as the worker's
-            floor = await floor_bench.raw_latency_run(kafka_records(base, 0, count, run=f"rawlat{i}"), rate)
+            with harness_gc_paused():
+                floor = await floor_bench.raw_latency_run(kafka_records(base, 0, count, run=f"rawlat{i}"), rate)
             report.raw_latency.append(asdict(floor))
             _progress(
                 f"raw pipeline latency run {i + 1}/{cfg.runs} at {rate:,.0f}/s (one hop, the floor): "

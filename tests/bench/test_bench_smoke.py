@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import orjson
@@ -10,6 +11,7 @@ import pytest
 from bench import run as bench_run
 from bench.core import run_core
 from bench.data import KAFKA_MAP, kafka_records, load_base, state_probe_rows, synthetic_rows, write_csv
+from bench.pipeline import harness_gc_paused
 from bench.run import KEYS, SCALING_SIZES, Config
 
 
@@ -29,6 +31,16 @@ def test_synthetic_stream_continues_the_timeline_with_renamed_hosts() -> None:
     assert base.period % 86400 == 0 and base.period > base.end - base.start
     assert [r[4] for r in tail] == [r[4] for r in base.rows[:50]]  # same signatures, same order
     assert all(r[2] == "" or r[2].startswith("10.0.1.") for r in tail)
+
+
+def test_runs_pause_the_harness_collector_and_restore_it_on_error() -> None:
+    assert gc.isenabled()
+    with harness_gc_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), harness_gc_paused():
+        raise RuntimeError("a run failed")
+    assert gc.isenabled()
 
 
 def test_state_probe_gives_each_asset_its_own_real_alerts_within_the_span() -> None:
