@@ -24,7 +24,7 @@ from streams.gateway import DEFAULT_PORT, Gateway, GatewayConfig
 from streams.incident_view import IncidentFeed, IncidentView
 from streams.kafka import client_options
 from streams.kafka_sink import KafkaSink
-from streams.metrics import GatewayMetrics, SyslogMetrics, metrics_app, register_runtime_collectors
+from streams.metrics import GatewayMetrics, SyslogMetrics, metrics_app, process_registry
 from streams.settings import Duration, Settings
 from streams.syslog import SyslogConfig, SyslogListener
 
@@ -75,10 +75,7 @@ class Ingest:
         if settings.gateway_token is None:
             raise ValueError("SOCNOC_GATEWAY_TOKEN is not set")
         self.settings = settings
-        if registry is None:  # its own: with the process's CPU, memory and GC figures
-            registry = CollectorRegistry()
-            register_runtime_collectors(registry)
-        self.registry = registry
+        self.registry = registry or process_registry()  # its own: with CPU, memory and GC
         options = client_options(settings)
         bootstrap = options.pop("bootstrap_servers")
         self.sink = KafkaSink(

@@ -52,7 +52,7 @@ __all__ = [
     "metrics_app",
     "start_metrics_server",
     "RUNTIME_METRIC_NAMES",
-    "register_runtime_collectors",
+    "process_registry",
 ]
 
 # Arrival -> decision, in wall-clock seconds: most decisions are due on arrival (ms), the
@@ -89,12 +89,14 @@ RUNTIME_METRIC_NAMES: tuple[str, ...] = (
 )
 
 
-def register_runtime_collectors(registry: CollectorRegistry) -> None:
-    """Add the process's CPU, memory, file descriptors and GC counters to `registry` (the
+def process_registry() -> CollectorRegistry:
+    """A process's own registry, with its CPU, memory, file descriptors and GC counters (the
     default registry has them; socnoc's processes build their own)."""
+    registry = CollectorRegistry()
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
+    return registry
 
 
 METRIC_NAMES: tuple[str, ...] = (

@@ -32,7 +32,7 @@ from streams.decode_stage import DecodeStage
 from streams.health import Health
 from streams.inventory import InventoryReader
 from streams.kafka import BROKER_ERRORS, client_options, ensure_topics, retry_forever, topic_specs
-from streams.metrics import Metrics, metrics_app, register_runtime_collectors
+from streams.metrics import Metrics, metrics_app, process_registry
 from streams.settings import Settings
 from streams.stage import Stage
 
@@ -49,10 +49,7 @@ class Worker:
 
     def __init__(self, settings: Settings, *, registry: CollectorRegistry | None = None) -> None:
         self.settings = settings
-        if registry is None:  # its own: with the process's CPU, memory and GC figures
-            registry = CollectorRegistry()
-            register_runtime_collectors(registry)
-        self.registry = registry
+        self.registry = registry or process_registry()  # its own: with CPU, memory and GC
         self.metrics = Metrics.create(self.registry)
         self.health = Health(self.metrics)
         self.identity = Identity()

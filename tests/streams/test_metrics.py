@@ -30,7 +30,7 @@ from streams.metrics import (
     Metrics,
     SyslogMetrics,
     metrics_app,
-    register_runtime_collectors,
+    process_registry,
 )
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -90,8 +90,7 @@ def test_every_documented_name_is_exposed(registry: CollectorRegistry) -> None:
 
 
 def test_runtime_collectors_export_the_documented_names() -> None:
-    registry = CollectorRegistry()
-    register_runtime_collectors(registry)
+    registry = process_registry()
     text = generate_latest(registry).decode()
     exposed = {line.split("{")[0].split(" ")[0] for line in text.splitlines()
                if line and not line.startswith("#")}
