@@ -11,6 +11,7 @@ opens an incident or closes without one).
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections import OrderedDict, deque
 from datetime import datetime
 from functools import lru_cache
@@ -31,7 +32,7 @@ from correlators.scoring import (
     criticality_factor,
 )
 from correlators.topology import Precedence, Topology
-from correlators.types import Output
+from correlators.types import Earlier, Output
 from correlators.windows import Waiting, Window
 from schemas.context import Asset, Change, Exposure, Feedback, FeedbackKind
 from schemas.models import (
@@ -123,6 +124,8 @@ class Engine:
         self._first: float | None = None
         self._seen: dict[str, None] = {}
         self._seen_order: deque[str] = deque()  # the keys of `_seen`, oldest first
+        # ids ever remembered: the redelivery memory holds positions [total - len(_seen), total)
+        self._seen_total = 0
         self._windows: dict[str, Window] = {}
         self._window_heap: list[tuple[float, str, float]] = []
         self._incidents: dict[str, IncidentState] = {}
@@ -175,25 +178,52 @@ class Engine:
                 inc.dirty = True
                 self._dirty.add(inc.id)
 
-    def snapshot(self) -> bytes:
-        """The complete state as JSON bytes (see correlators/state.py)."""
+    def snapshot(self, memory_from: int | None = None) -> bytes:
+        """The complete state as JSON bytes (see correlators/state.py); with `memory_from`,
+        the redelivery memory only from that position on (the rest is stored elsewhere, see
+        `memory_ids`, and handed back to `restore` as `earlier`)."""
         from correlators.state import dump
 
-        return dump(self)
+        return dump(self, memory_from)
 
-    def snapshot_document(self) -> dict[str, Any]:
+    def snapshot_document(self, memory_from: int | None = None) -> dict[str, Any]:
         """The complete state as a JSON-ready document, for a faster encoder than `json`
         (`snapshot()` is this document, encoded)."""
         from correlators.state import document
 
-        return document(self)
+        return document(self, memory_from)
 
     @classmethod
-    def restore(cls, data: bytes) -> Engine:
-        """An engine in the state a `snapshot()` captured."""
+    def restore(cls, data: bytes, earlier: Earlier | None = None, config: EngineConfig | None = None) -> Engine:
+        """An engine in the state a `snapshot()` captured. `earlier`: the redelivery memory a
+        `snapshot(memory_from)` left out; `config`: settings to run with instead of the ones
+        the snapshot was taken with (a restart with changed settings)."""
         from correlators.state import load
 
-        return load(data)
+        return load(data, earlier, config)
+
+    # -- redelivery memory: alert ids already decided, numbered in the order remembered --
+    def memory_span(self) -> tuple[int, int]:
+        """Positions `[first, end)` of the ids the redelivery memory holds."""
+        return self._seen_total - len(self._seen), self._seen_total
+
+    def memory_ids(self, start: int, end: int) -> list[str]:
+        """The remembered ids at positions `[start, end)` still held, oldest first."""
+        first, total = self.memory_span()
+        start, end = max(start, first), min(end, total)
+        if start >= end:
+            return []
+        if start == first and end == total:
+            return list(self._seen)
+        order = self._memory_order()
+        # from the newer end: segments and snapshot tails are near it
+        newest_first = itertools.islice(reversed(order), total - end, total - start)
+        return list(newest_first)[::-1]
+
+    def _memory_order(self) -> deque[str]:
+        if len(self._seen_order) != len(self._seen):  # `_seen` was replaced (a restore)
+            self._seen_order = deque(self._seen)
+        return self._seen_order
 
     def replace_rules(self, rules: list[AnyRule]) -> None:
         """Hot reload of the rule set."""
@@ -899,9 +929,10 @@ class Engine:
     def _remember(self, alert_id: str) -> None:
         seen, order = self._seen, self._seen_order
         if len(order) != len(seen):  # `_seen` was replaced (a restore): take its order
-            order = self._seen_order = deque(seen)
+            order = self._memory_order()
         seen[alert_id] = None
         order.append(alert_id)
+        self._seen_total += 1
         if len(seen) > self._max_seen:
             # oldest first through the deque: `next(iter(seen))` on a dict emptied from the
             # front walks every hole left behind (~50 µs an alert at 200k ids, more beyond)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from correlators.config import EngineConfig
 from correlators.lifecycle import IncidentState
+from correlators.types import Earlier
 from correlators.windows import Evidence, Waiting, Window
 from schemas.context import Asset, Change, Feedback
 from schemas.errors import SnapshotError, SocnocError
@@ -254,16 +255,23 @@ def _incident_from(x: object) -> IncidentState:
     return inc
 
 
-def dump(engine: Engine) -> bytes:
+def dump(engine: Engine, memory_from: int | None = None) -> bytes:
     """The engine's complete state as UTF-8 JSON."""
-    return json.dumps(document(engine), separators=(",", ":"), ensure_ascii=False).encode()
+    return json.dumps(document(engine, memory_from), separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def document(engine: Engine) -> dict[str, Any]:
+def document(engine: Engine, memory_from: int | None = None) -> dict[str, Any]:
     """The engine's complete state as a JSON document: plain dicts (string keys), lists,
     strings, finite numbers, booleans and nulls, so any JSON encoder writes what `load`
-    reads (the worker's checkpoints use orjson: 4-5x faster than `json` on this)."""
+    reads (the worker's checkpoints use orjson: 4-5x faster than `json` on this).
+
+    `memory_from`: the redelivery memory (`seen`) from that position on only; `load` then
+    needs the ids before it (`Earlier`). The memory is most of a long-running engine's state
+    (up to `max_seen_ids` ids), so a checkpoint stores it in segments written once each.
+    """
     rules = engine.rules
+    first, total = engine.memory_span()
+    seen = engine.memory_ids(first if memory_from is None else memory_from, total)
     doc = {
         "format": FORMAT,
         "config": _config(engine.cfg),
@@ -278,7 +286,9 @@ def document(engine: Engine) -> dict[str, Any]:
         "precedence": engine.precedence.export(),
         "clock": engine._clock if engine._clock != float("-inf") else None,
         "first": engine._first,
-        "seen": list(engine._seen),
+        "seen": seen,
+        "seen_total": total,
+        "seen_held": total - first,
         "stats": [getattr(engine.stats, name) for name in _STATS],
         "windows": [_window(w) for w in engine._windows.values()],
         "incidents": [_incident(i) for i in engine._incidents.values()],
@@ -292,15 +302,21 @@ def document(engine: Engine) -> dict[str, Any]:
     return doc
 
 
-def load(data: bytes) -> Engine:
+def load(data: bytes, earlier: Earlier | None = None, config: EngineConfig | None = None) -> Engine:
     """An engine in exactly the state `dump` saw.
 
+    `earlier`: the redelivery memory a `dump(memory_from)` left out (at least the ids it
+    needs, ending where the snapshot's own begin). `config`: the settings to run with instead
+    of those stored in the snapshot (which are still checked); a smaller `max_seen_ids` drops
+    the oldest remembered ids.
+
     Raises `SnapshotError`, and nothing else, when `data` is not a whole, well-formed snapshot
-    of this format: a checkpoint read back from Kafka is outside data, and a partition must be
-    able to fall back to an older one instead of failing on every restart.
+    of this format (or `earlier` does not complete it): a checkpoint read back from Kafka is
+    outside data, and a partition must be able to fall back to an older one instead of
+    failing on every restart.
     """
     try:
-        return _load(data)
+        return _load(data, earlier, config)
     except SnapshotError:
         raise
     except _MALFORMED as exc:
@@ -312,15 +328,45 @@ def load(data: bytes) -> Engine:
 _MALFORMED = (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError, OverflowError, SocnocError)
 
 
-def _load(data: bytes) -> Engine:
+def _load_memory(engine: Engine, doc: dict[str, Any], earlier: Earlier | None) -> None:
+    """The redelivery memory: the snapshot's ids, after those of `earlier` it left out."""
+    tail = _strs(doc["seen"], "seen")
+    # absent from snapshots of earlier versions, which held the whole memory
+    total = _int(doc.get("seen_total", len(tail)), "seen_total")
+    held = _int(doc.get("seen_held", len(tail)), "seen_held")
+    if not len(tail) <= held <= total:
+        _bad("seen", f"{len(tail)} ids of {held} held, {total} remembered")
+    missing = held - len(tail)
+    ids = tail
+    if missing:
+        if earlier is None:
+            _bad("seen", f"the {missing} ids stored apart from the snapshot are missing")
+        if earlier.end != total - len(tail) or len(earlier.ids) < missing:
+            _bad(
+                "seen",
+                f"the earlier ids end at {earlier.end} with {len(earlier.ids)} ids; "
+                f"the snapshot needs {missing} ending at {total - len(tail)}",
+            )
+        ids = _strs(earlier.ids[len(earlier.ids) - missing :], "earlier") + tail
+    cap = engine.cfg.max_seen_ids
+    if len(ids) > cap:  # restored under a smaller cap: the oldest go, as they would have
+        ids = ids[len(ids) - cap :]
+    engine._seen = dict.fromkeys(ids)
+    if len(engine._seen) != len(ids):
+        _bad("seen", "an id is remembered twice")
+    engine._seen_total = total
+
+
+def _load(data: bytes, earlier: Earlier | None, config: EngineConfig | None) -> Engine:
     from correlators.engine import Engine
 
     doc = _obj(json.loads(data), "document")
     if doc.get("format") != FORMAT:
         raise SnapshotError(f"unsupported engine snapshot format {doc.get('format')!r:.40}")
     raw_rules = _arr(doc["rules"], "rules")  # no count cap: several files may hold 10k rules each
+    stored = _config_from(doc["config"])
     engine = Engine(
-        _config_from(doc["config"]),
+        stored if config is None else config,
         assets=[Asset.model_validate(_obj(a, "asset")) for a in _arr(doc["assets"], "assets")],
         changes=[Change.model_validate(_obj(c, "change")) for c in _arr(doc["changes"], "changes")],
         rules=parse_rules(raw_rules),
@@ -374,7 +420,7 @@ def _load(data: bytes) -> Engine:
     clock = _opt_time(doc["clock"], "clock")
     engine._clock = clock if clock is not None else float("-inf")
     engine._first = _opt_time(doc["first"], "first")
-    engine._seen = dict.fromkeys(_strs(doc["seen"], "seen"))
+    _load_memory(engine, doc, earlier)
     counts = _arr(doc["stats"], "stats")
     if not 4 <= len(counts) <= len(_STATS):  # the first four: snapshots of earlier versions
         _bad("stats", f"{len(counts)} counters")

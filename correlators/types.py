@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from schemas.context import Asset, Change, Feedback
 from schemas.models import Alert, Decision, Incident, IncidentEvent
 
-__all__ = ["Output", "Correlator"]
+__all__ = ["Output", "Correlator", "Earlier"]
 
 Output = Decision | IncidentEvent
+
+
+class Earlier(NamedTuple):
+    """Remembered alert ids a snapshot left out: the ones just before position `end`, oldest
+    first (an engine's redelivery memory, checkpointed in segments)."""
+
+    end: int
+    ids: list[str]
 
 
 class Correlator(Protocol):

@@ -6,6 +6,14 @@ offsets of the output topics when it was written. Restoring reads the latest one
 the outputs written since (`published_since`) for records that came from this partition: the
 deterministic replay of the log regenerates exactly those, and they are not published again.
 Tansu has no transactions (InitProducerId fails), so this is how outputs stay exactly-once.
+
+The engine's redelivery memory (the ids of the alerts it decided, up to `max_seen_ids`) is
+most of a long-running partition's state. A checkpoint holds only its newest ids; older ones
+go, `SOCNOC_MEMORY_SEGMENT_IDS` at a time, into segment records of their own on the same
+topic partition (key `<partition>/seen/<first position>`), each written once, before the
+first checkpoint that refers to it. A checkpoint lists the segments it needs (`MemoryRef`);
+one the memory no longer holds is tombstoned once the checkpoints that may still be restored
+from (compaction keeps older ones a while, `keep_s`) no longer refer to it.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+import zlib
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -20,11 +29,23 @@ from typing import TypeVar
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from correlators.types import Earlier
 from schemas.errors import SnapshotError
 from streams.kafka import high_watermarks
 from streams.records import OID_HEADER, SRC_HEADER, header
 
-__all__ = ["Checkpoint", "Published", "CheckpointStore", "parse_src"]
+__all__ = [
+    "Checkpoint",
+    "Published",
+    "CheckpointStore",
+    "MemoryRef",
+    "MemoryPlan",
+    "plan_memory",
+    "expire_retired",
+    "encode_segment",
+    "decode_segment",
+    "parse_src",
+]
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +54,38 @@ _READ_TIMEOUT_S = 30.0
 T = TypeVar("T")
 
 
+@dataclass(frozen=True, slots=True)
+class MemoryRef:
+    """A segment of a partition's redelivery memory: the ids remembered at positions
+    `[start, end)` (or the newest of them: older ones may have been forgotten before it was
+    written), in the record at `offset` of the checkpoint topic partition."""
+
+    start: int
+    end: int
+    offset: int
+
+    def key(self, partition: int) -> bytes:
+        return f"{partition}/seen/{self.start}".encode()
+
+
 @dataclass(frozen=True)
 class Checkpoint:
-    """A partition's state as of `offset` (the next internal record to process)."""
+    """A partition's state as of `offset` (the next internal record to process).
+
+    `memory`: the segments of the redelivery memory the state left out, oldest first;
+    `retired`: segments no longer needed, with the time they were dropped, to delete later.
+    """
 
     partition: int
     offset: int
     out_ends: dict[str, int]
     state: bytes | None
     written_at: float = 0.0
+    memory: tuple[MemoryRef, ...] = ()
+    retired: tuple[tuple[MemoryRef, float], ...] = ()
+
+    def key(self) -> bytes:
+        return str(self.partition).encode()
 
     def encode(self) -> bytes:
         head = orjson.dumps(
@@ -52,6 +96,8 @@ class Checkpoint:
                 "out_ends": self.out_ends,
                 "written_at": self.written_at,
                 "has_state": self.state is not None,
+                "memory": [[r.start, r.end, r.offset] for r in self.memory],
+                "retired": [[r.start, r.end, r.offset, at] for r, at in self.retired],
             }
         )
         return len(head).to_bytes(4, "big") + head + (self.state or b"")
@@ -68,16 +114,21 @@ class Checkpoint:
             out_ends = head["out_ends"]
             if not isinstance(out_ends, dict):
                 raise SnapshotError("corrupt checkpoint: out_ends is not an object")
+            memory = tuple(_ref(r) for r in head.get("memory", []))
+            if any(a.end != b.start for a, b in zip(memory, memory[1:], strict=False)):
+                raise SnapshotError("corrupt checkpoint: memory segments are not contiguous")
             checkpoint = cls(
                 partition=_count(head["partition"]),
                 offset=_count(head["offset"]),
                 out_ends={str(k): _count(v) for k, v in out_ends.items()},
                 state=body if head.get("has_state") is True else None,
                 written_at=float(head.get("written_at", 0.0)),
+                memory=memory,
+                retired=tuple((_ref(r[:3]), float(r[3])) for r in head.get("retired", [])),
             )
         except SnapshotError:
             raise
-        except (ValueError, TypeError, KeyError, orjson.JSONDecodeError) as exc:
+        except (ValueError, TypeError, KeyError, IndexError, orjson.JSONDecodeError) as exc:
             raise SnapshotError(f"corrupt checkpoint: {type(exc).__name__}: {exc}"[:300]) from exc
         if head.get("has_state") is True and not body:
             raise SnapshotError("corrupt checkpoint: the state is missing")
@@ -88,6 +139,79 @@ def _count(x: object) -> int:
     if not isinstance(x, int) or isinstance(x, bool) or x < 0:
         raise SnapshotError(f"corrupt checkpoint: expected an offset, got {x!r:.40}")
     return x
+
+
+def _ref(x: object) -> MemoryRef:
+    if not isinstance(x, list) or len(x) != 3:
+        raise SnapshotError(f"corrupt checkpoint: a memory segment is {x!r:.60}")
+    start, end, offset = (_count(v) for v in x)
+    if end <= start:
+        raise SnapshotError(f"corrupt checkpoint: an empty memory segment {start}..{end}")
+    return MemoryRef(start, end, offset)
+
+
+# -- the redelivery memory in segments ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """What a checkpoint does with the memory: segments it keeps referring to, the ones it
+    drops (every id forgotten), the position ranges to write as new segments now, and the
+    position from which the checkpoint's state holds the ids itself."""
+
+    kept: list[MemoryRef]
+    dropped: list[MemoryRef]
+    seal: list[tuple[int, int]]
+    memory_from: int
+
+
+def plan_memory(refs: list[MemoryRef], first: int, end: int, size: int) -> MemoryPlan:
+    """`refs`: the segments written so far; the memory holds positions `[first, end)`."""
+    kept = [r for r in refs if r.end > first]
+    dropped = [r for r in refs if r.end <= first]
+    sealed = kept[-1].end if kept else first
+    seal: list[tuple[int, int]] = []
+    while end - sealed >= size:
+        seal.append((sealed, sealed + size))
+        sealed += size
+    return MemoryPlan(kept, dropped, seal, sealed)
+
+
+def expire_retired(
+    retired: list[tuple[MemoryRef, float]], dropped: list[MemoryRef], now: float, keep_s: float
+) -> tuple[list[tuple[MemoryRef, float]], list[MemoryRef]]:
+    """The segments a checkpoint written at `now` lists as retired (those before, plus the
+    ones it just `dropped`), and the ones among them to delete now: dropped `keep_s` ago or
+    more, so no checkpoint compaction still keeps refers to them. They stay listed until the
+    deletion is acknowledged."""
+    listed = [*retired, *((r, now) for r in dropped)]
+    return listed, [r for r, at in listed if now - at >= keep_s]
+
+
+def encode_segment(partition: int, start: int, end: int, ids: list[str]) -> bytes:
+    """A segment record: the ids remembered at the last `len(ids)` positions before `end`."""
+    head = orjson.dumps({"format": _FORMAT, "partition": partition, "start": start, "end": end})
+    return len(head).to_bytes(4, "big") + head + zlib.compress(orjson.dumps(ids), 1)
+
+
+def decode_segment(data: bytes | None, partition: int, ref: MemoryRef) -> list[str]:
+    """The ids of the segment `ref` of `partition`; anything else raises `SnapshotError`."""
+    try:
+        data = data or b""
+        size = int.from_bytes(data[:4], "big")
+        head = orjson.loads(data[4 : 4 + size])
+        if not isinstance(head, dict) or head.get("format") != _FORMAT:
+            raise SnapshotError(f"unknown memory segment format: {str(head)[:60]}")
+        if (head.get("partition"), head.get("start"), head.get("end")) != (partition, ref.start, ref.end):
+            raise SnapshotError(f"memory segment {str(head)[:80]} is not {partition}:{ref.start}..{ref.end}")
+        ids = orjson.loads(zlib.decompress(data[4 + size :]))
+    except SnapshotError:
+        raise
+    except (ValueError, TypeError, zlib.error, orjson.JSONDecodeError) as exc:
+        raise SnapshotError(f"corrupt memory segment: {type(exc).__name__}: {exc}"[:300]) from exc
+    if not isinstance(ids, list) or len(ids) > ref.end - ref.start or not all(isinstance(i, str) for i in ids):
+        raise SnapshotError(f"corrupt memory segment {partition}:{ref.start}..{ref.end}")
+    return ids
 
 
 @dataclass
@@ -107,6 +231,18 @@ def parse_src(value: bytes | None) -> tuple[int, int] | None:
         return int(part), int(off)
     except ValueError:
         return None
+
+
+def _runs(offsets: list[int], gap: int = 256) -> list[tuple[int, int]]:
+    """`[start, end)` ranges covering sorted `offsets`, one read each: offsets closer than
+    `gap` share a read (the records in between, mostly checkpoints, are read and passed)."""
+    runs: list[tuple[int, int]] = []
+    for offset in offsets:
+        if runs and offset - runs[-1][1] < gap:
+            runs[-1] = (runs[-1][0], offset + 1)
+        else:
+            runs.append((offset, offset + 1))
+    return runs
 
 
 def tp_key(tp: TopicPartition) -> str:
@@ -158,9 +294,49 @@ class CheckpointStore:
         await self._producer.send_and_wait(
             self.topic,
             checkpoint.encode(),
-            key=str(checkpoint.partition).encode(),
+            key=checkpoint.key(),
             partition=checkpoint.partition,
         )
+
+    async def write_segment(self, partition: int, start: int, end: int, value: bytes) -> MemoryRef:
+        """Append a memory segment (`encode_segment`) and wait for its acknowledgement."""
+        meta = await self._producer.send_and_wait(
+            self.topic, value, key=f"{partition}/seen/{start}".encode(), partition=partition
+        )
+        return MemoryRef(start, end, int(meta.offset))
+
+    async def delete_segment(self, partition: int, ref: MemoryRef) -> None:
+        """Tombstone a segment no checkpoint in use refers to any more (compaction drops it)."""
+        await self._producer.send_and_wait(self.topic, None, key=ref.key(partition), partition=partition)
+
+    async def memory(self, checkpoint: Checkpoint) -> Earlier | None:
+        """The redelivery memory `checkpoint`'s state left out, read back from its segments
+        (None: it left nothing out). A missing or corrupt segment raises `SnapshotError`."""
+        refs = checkpoint.memory
+        if not refs:
+            return None
+        p = checkpoint.partition
+        tp = TopicPartition(self.topic, p)
+        wanted = {r.offset: r for r in refs}
+        got: dict[int, list[str]] = {}
+        for start, end in _runs(sorted(wanted)):
+            for offset, key, value in await self._read(tp, start, end):
+                ref = wanted.get(offset)
+                if ref is not None and key == ref.key(p):
+                    got[offset] = decode_segment(value, p, ref)
+        missing = [r for r in refs if r.offset not in got]
+        if missing:
+            raise SnapshotError(
+                f"memory segment {missing[0].start}..{missing[0].end} of partition {p} is gone "
+                f"(offset {missing[0].offset}; {len(missing)} of {len(refs)} missing)"
+            )
+        ids: list[str] = []
+        for i, ref in enumerate(refs):
+            part = got[ref.offset]
+            if i and len(part) != ref.end - ref.start:  # only the oldest may have lost ids
+                raise SnapshotError(f"memory segment {ref.start}..{ref.end} of partition {p} holds {len(part)} ids")
+            ids.extend(part)
+        return Earlier(refs[-1].end, ids)
 
     async def latest(self, partitions: list[int]) -> dict[int, Checkpoint | None]:
         """The newest readable checkpoint of each partition (None: never checkpointed)."""
@@ -186,7 +362,10 @@ class CheckpointStore:
         while end > begin:
             start = max(begin, end - window)
             records = await self._read(tp, start, end)
-            for offset, value in reversed(records):
+            key = str(partition).encode()
+            for offset, record_key, value in reversed(records):
+                if record_key is not None and record_key != key:
+                    continue  # a memory segment (or its tombstone)
                 try:
                     checkpoint = Checkpoint.decode(value or b"")
                 except SnapshotError as exc:
@@ -208,13 +387,14 @@ class CheckpointStore:
         self,
         partition: int,
         begin: int,
-        load: Callable[[bytes], Awaitable[T]],
+        load: Callable[[bytes, Earlier | None], Awaitable[T]],
         on_failure: Callable[[str], None] | None = None,
     ) -> tuple[Checkpoint, T | None]:
         """The checkpoint to resume `partition` from and its loaded state (None: start empty).
 
-        The newest checkpoint whose state `load` accepts wins; a corrupt one (`SnapshotError`)
-        is logged, counted through `on_failure` and passed over for the one before it. When
+        The newest checkpoint whose state `load` accepts, with the memory segments it refers
+        to, wins; a corrupt one, or one whose segments are gone (`SnapshotError`), is logged,
+        counted through `on_failure` and passed over for the one before it. When
         none is usable the partition starts from scratch at `begin` with no output bound, so
         the whole log is replayed and everything it already published is recognised by
         identity (`published_since`). A partition never checkpointed gets a first, empty
@@ -233,7 +413,7 @@ class CheckpointStore:
                 if checkpoint.state is None:
                     return checkpoint, None
                 try:
-                    state = await load(checkpoint.state)
+                    state = await load(checkpoint.state, await self.memory(checkpoint))
                 except SnapshotError as exc:
                     log.error(
                         "corrupt checkpoint of partition %d (offset %d) passed over, trying an older one: %s",
@@ -267,9 +447,10 @@ class CheckpointStore:
         await self.write(first)
         return first, None
 
-    async def _read(self, tp: TopicPartition, start: int, end: int) -> list[tuple[int, bytes | None]]:
+    async def _read(self, tp: TopicPartition, start: int, end: int) -> list[tuple[int, bytes | None, bytes | None]]:
+        """(offset, key, value) of the records at `[start, end)` still held."""
         consumer = self._consumer
-        out: list[tuple[int, bytes | None]] = []
+        out: list[tuple[int, bytes | None, bytes | None]] = []
         if start >= end:
             return out
         consumer.assign([tp])
@@ -280,7 +461,7 @@ class CheckpointStore:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"could not read {tp.topic}:{tp.partition} up to {end}")
                 batch = await consumer.getmany(tp, timeout_ms=500)
-                out.extend((r.offset, r.value) for r in batch.get(tp, []) if r.offset < end)
+                out.extend((r.offset, r.key, r.value) for r in batch.get(tp, []) if r.offset < end)
         finally:
             self._release()
         return out

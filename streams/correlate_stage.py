@@ -29,12 +29,20 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import IllegalStateError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
-from correlators.types import Correlator
+from correlators.types import Correlator, Earlier
 from schemas.models import DeadLetter, Decision, Disposition, IncidentEvent, IncidentKind
 from streams.caps import CapWatch
-from streams.checkpoints import Checkpoint, CheckpointStore
+from streams.checkpoints import (
+    Checkpoint,
+    CheckpointStore,
+    MemoryPlan,
+    MemoryRef,
+    encode_segment,
+    expire_retired,
+    plan_memory,
+)
 from streams.health import Health
-from streams.kafka import BatchSender, make_consumer, make_producer
+from streams.kafka import BatchSender, checkpoint_keep_s, make_consumer, make_producer
 from streams.metrics import Metrics
 from streams.partition import Processor, Snapshotter
 from streams.records import (
@@ -86,6 +94,10 @@ class PartitionState:
     # `handoff=memory`: not fetched while the records handed over keep up, until `idle_at`
     paused: bool = False
     idle_at: float = 0.0
+    # the redelivery memory's segments the last checkpoint refers to, and the ones it no
+    # longer needs (with when they were dropped), to delete once no checkpoint in use needs them
+    memory: list[MemoryRef] = field(default_factory=list)
+    retired: list[tuple[MemoryRef, float]] = field(default_factory=list)
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -136,6 +148,7 @@ class CorrelateStage(Stage):
         self._unacked: list[list[asyncio.Future[Any]]] = []  # outputs sent, by batch
         self._commit: asyncio.Task[None] | None = None
         self._interval = settings.checkpoint_interval.total_seconds()
+        self._keep_s = checkpoint_keep_s(settings)
         # the consumer's fetch in progress, awaited beside what the decode stage offers
         self._fetch: asyncio.Future[dict[TopicPartition, list[Any]]] | None = None
         self._local: deque[Local] = deque()
@@ -282,8 +295,8 @@ class CorrelateStage(Stage):
         checkpoints: dict[int, Checkpoint] = {}
 
 
-        async def load(state: bytes) -> Processor:
-            return await asyncio.to_thread(Processor.load, state, self._snap)
+        async def load(state: bytes, earlier: Earlier | None) -> Processor:
+            return await asyncio.to_thread(Processor.load, state, self._snap, earlier)
 
         for p in partitions:
             # the newest checkpoint that loads; corrupt ones are passed over (logged, counted)
@@ -296,6 +309,9 @@ class CorrelateStage(Stage):
             checkpoints[p] = checkpoint
             processor = loaded if loaded is not None else Processor(self._new())
             restored[p] = PartitionState(p, processor, checkpoint.offset)
+            if loaded is not None:
+                restored[p].memory = list(checkpoint.memory)
+            restored[p].retired = list(checkpoint.retired)
             restored[p].open = {
                 i.incident_id: i.kind
                 for i in processor.correlator.incidents()
@@ -618,6 +634,15 @@ class CorrelateStage(Stage):
             await sender.add(topic, value, key=key, headers=headers)
 
     # -- checkpoints -------------------------------------------------------------------
+    def _memory_plan(self, st: PartitionState) -> MemoryPlan | None:
+        """What this checkpoint of `st` does with the redelivery memory (None: its correlator
+        has none, and its snapshot holds whatever it remembers)."""
+        span = getattr(st.processor.correlator, "memory_span", None)
+        if not callable(span):
+            return None
+        first, end = span()
+        return plan_memory(st.memory, first, end, self.settings.memory_segment_ids)
+
     async def _checkpoint(self, *, force: bool) -> None:
         store, consumer = self._store, self._consumer
         if store is None or consumer is None or not self.owned:
@@ -633,20 +658,42 @@ class CorrelateStage(Stage):
         began = time.perf_counter()
         await self._acked()
         out_ends = await store.output_ends()
-        states = await asyncio.to_thread(lambda: [st.processor.dump(self._snap) for st in dirty])
+        plans = [self._memory_plan(st) for st in dirty]
+        encoded = await asyncio.to_thread(
+            lambda: [_encode(st, plan, self._snap) for st, plan in zip(dirty, plans, strict=True)]
+        )
         written_at = time.time()
-        # written together (one produce request), each acknowledged before this returns
-        await asyncio.gather(
+        # new memory segments first: a checkpoint never refers to one not acknowledged
+        refs = await asyncio.gather(
             *(
-                store.write(Checkpoint(st.partition, st.next_offset, out_ends, state, written_at=written_at))
-                for st, state in zip(dirty, states, strict=True)
+                asyncio.gather(*(store.write_segment(st.partition, a, b, value) for a, b, value in segments))
+                for st, (segments, _) in zip(dirty, encoded, strict=True)
             )
         )
+        checkpoints: list[Checkpoint] = []
+        expired: list[tuple[int, MemoryRef]] = []
+        for st, plan, (_, state), new in zip(dirty, plans, encoded, refs, strict=True):
+            memory = [*plan.kept, *new] if plan is not None else []
+            dropped = plan.dropped if plan is not None else []
+            retired, due = expire_retired(st.retired, dropped, written_at, self._keep_s)
+            expired += [(st.partition, r) for r in due]
+            checkpoint = Checkpoint(
+                st.partition, st.next_offset, out_ends, state, written_at, tuple(memory), tuple(retired)
+            )
+            checkpoints.append(checkpoint)
+        # written together (one produce request), each acknowledged before this returns
+        await asyncio.gather(*(store.write(c) for c in checkpoints))
+        # segments no checkpoint that may still be restored refers to: deleted, and no longer
+        # listed from the next checkpoint on (listed until then, in case this fails)
+        await asyncio.gather(*(store.delete_segment(p, r) for p, r in expired))
         self.metrics.observe_checkpoint(time.perf_counter() - began)
-        for st, state in zip(dirty, states, strict=True):
+        gone = set(expired)
+        for st, checkpoint in zip(dirty, checkpoints, strict=True):
             st.dirty = False
             st.last_checkpoint = now
-            st.state_bytes = len(state)
+            st.state_bytes = len(checkpoint.state or b"")
+            st.memory = list(checkpoint.memory)
+            st.retired = [(r, at) for r, at in checkpoint.retired if (st.partition, r) not in gone]
         self.metrics.set_state(
             tracked_assets=sum(_tracked(st.processor.correlator) for st in self.owned.values()),
             state_bytes=sum(st.state_bytes for st in self.owned.values()),
@@ -661,6 +708,17 @@ class CorrelateStage(Stage):
         if previous is not None:
             await previous
         self._commit = asyncio.create_task(_commit(consumer, offsets))
+
+
+def _encode(
+    st: PartitionState, plan: MemoryPlan | None, snap: Snapshotter
+) -> tuple[list[tuple[int, int, bytes]], bytes]:
+    """A partition's new memory segments and its state, in the checkpoint thread."""
+    if plan is None:
+        return [], st.processor.dump(snap)
+    correlator: Any = st.processor.correlator
+    segments = [(a, b, encode_segment(st.partition, a, b, correlator.memory_ids(a, b))) for a, b in plan.seal]
+    return segments, st.processor.dump(snap, plan.memory_from)
 
 
 async def _commit(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from correlators.config import EngineConfig
-from correlators.types import Correlator
+from correlators.types import Correlator, Earlier
 from schemas.rules import load_rules
 from streams.partition import Snapshotter
 from streams.replay import Context, build_engine
@@ -41,6 +41,7 @@ def worker_context(settings: Settings) -> Context:
         update_interval=settings.update_interval,
         reopen_window=settings.reopen_window,
         retain_resolved=settings.reopen_window + RETAIN_MARGIN,
+        max_seen_ids=settings.redelivery_memory,
     )
     return Context(rules=rules, default_rules=settings.default_rules, config=config)
 
@@ -54,27 +55,32 @@ def snapshotter(settings: Settings, context: Context) -> Snapshotter:
     """Dump/load of this worker's correlator kind."""
     kind = type(new_correlator(settings, context))
 
-    def dump(correlator: Correlator) -> bytes:
+    segmented = callable(getattr(kind, "memory_span", None))
+    config = context.config
+
+    def dump(correlator: Correlator, memory_from: int | None) -> bytes:
+        args = (memory_from,) if segmented else ()
         document = getattr(correlator, "snapshot_document", None)
         if callable(document):  # the same JSON as snapshot(), encoded by orjson
             try:  # non-string keys become strings, as `json` makes them
-                return _OWN + orjson.dumps(document(), option=orjson.OPT_NON_STR_KEYS)
+                return _OWN + orjson.dumps(document(*args), option=orjson.OPT_NON_STR_KEYS)
             except TypeError:  # a value orjson cannot encode: the correlator's own encoder
                 log.warning("checkpoint state fell back to the standard JSON encoder", exc_info=True)
         own = getattr(correlator, "snapshot", None)
         if callable(own):
-            data = own()
+            data = own(*args)
             if isinstance(data, bytes):
                 return _OWN + data
         raise TypeError(f"{type(correlator).__name__} has no snapshot(): it cannot be checkpointed")
 
-    def load(data: bytes) -> Correlator:
+    def load(data: bytes, earlier: Earlier | None) -> Correlator:
         tag, body = data[:1], data[1:]
         if tag == _OWN:
             restore: Any = getattr(kind, "restore", None)
             if restore is None:
                 raise ValueError(f"{kind.__name__} cannot restore its own snapshot")
-            restored: Correlator = restore(body)
+            # the worker's current settings, not those the snapshot was taken with
+            restored: Correlator = restore(body, earlier, config) if segmented else restore(body)
             return restored
         raise ValueError(f"unknown snapshot tag {tag!r}")
 

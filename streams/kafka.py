@@ -110,11 +110,15 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     return specs
 
 
+def checkpoint_keep_s(settings: Settings) -> float:
+    """How long compaction keeps a partition's older checkpoints: ten intervals, a minute at
+    least. A worker that finds the newest one corrupt falls back to one of them, not to a full
+    replay; a memory segment they refer to is deleted no sooner."""
+    return max(60.0, settings.checkpoint_interval.total_seconds() * 10)
+
+
 def _keep_older_checkpoints(settings: Settings) -> tuple[tuple[str, str], ...]:
-    """Compaction keeps a partition's older checkpoints for ten intervals (a minute at least):
-    a worker that finds the newest one corrupt falls back to one of them, not to a full replay."""
-    lag_ms = max(60_000, int(settings.checkpoint_interval.total_seconds() * 10_000))
-    return (("min.compaction.lag.ms", str(lag_ms)),)
+    return (("min.compaction.lag.ms", str(int(checkpoint_keep_s(settings) * 1000))),)
 
 
 async def ensure_topics(settings: Settings, specs: Iterable[TopicSpec]) -> list[str]:

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from correlators.types import Correlator, Output
+from correlators.types import Correlator, Earlier, Output
 from schemas.errors import SnapshotError
 from schemas.models import Decision
 from streams.records import (
@@ -64,10 +64,16 @@ def effective_watermark(sources: dict[str, SourceMark]) -> float | None:
 
 @dataclass
 class Snapshotter:
-    """How a correlator becomes bytes and back (the engine's own snapshot when it has one)."""
+    """How a correlator becomes bytes and back (the engine's own snapshot when it has one).
 
-    dump: Callable[[Correlator], bytes]
-    load: Callable[[bytes], Correlator]
+    `dump(correlator, memory_from)`: with a position, the redelivery memory (alert ids already
+    decided) is left out before it, for a correlator that has one (`memory_span`,
+    `memory_ids`); `load(data, earlier)` gets those ids back (`Earlier`). Correlators without
+    one ignore both.
+    """
+
+    dump: Callable[[Correlator, int | None], bytes]
+    load: Callable[[bytes, Earlier | None], Correlator]
 
 
 @dataclass
@@ -147,8 +153,9 @@ class Processor:
         return self.correlator.advance(when)
 
     # -- checkpoints -----------------------------------------------------------------------
-    def dump(self, snap: Snapshotter) -> bytes:
-        """The partition's state: a small JSON header and the correlator's snapshot."""
+    def dump(self, snap: Snapshotter, memory_from: int | None = None) -> bytes:
+        """The partition's state: a small JSON header and the correlator's snapshot (with
+        its redelivery memory from `memory_from` on)."""
         head = orjson.dumps(
             {
                 "format": _FORMAT,
@@ -158,13 +165,14 @@ class Processor:
                 "reorder": self.reorder.dump(),
             }
         )
-        body = snap.dump(self.correlator)
+        body = snap.dump(self.correlator, memory_from)
         return zlib.compress(len(head).to_bytes(4, "big") + head + body, 1)
 
     @classmethod
-    def load(cls, data: bytes, snap: Snapshotter) -> Processor:
-        """Inverse of `dump`; a corrupt, truncated or foreign checkpoint raises `SnapshotError`
-        (and nothing else), so the caller can fall back to an older one."""
+    def load(cls, data: bytes, snap: Snapshotter, earlier: Earlier | None = None) -> Processor:
+        """Inverse of `dump` (`earlier`: the redelivery memory it left out); a corrupt,
+        truncated or foreign checkpoint raises `SnapshotError` (and nothing else), so the
+        caller can fall back to an older one."""
         try:
             plain = zlib.decompress(data)
             size = int.from_bytes(plain[:4], "big")
@@ -183,7 +191,7 @@ class Processor:
         ):
             raise SnapshotError(f"corrupt partition checkpoint: sources {str(marks)[:60]}")
         try:
-            correlator = snap.load(plain[4 + size :])
+            correlator = snap.load(plain[4 + size :], earlier)
         except SnapshotError:
             raise
         except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError) as exc:

@@ -215,6 +215,21 @@ class Settings(BaseSettings):
         description="How often each partition's correlation state is checkpointed; after a "
         "crash at most this much input is processed again (without repeating outputs).",
     )
+    redelivery_memory: int = Field(
+        default=2_000_000,
+        ge=1,
+        le=100_000_000,
+        description="Alert ids each partition's engine remembers as decided: a redelivered "
+        "alert among them gets no second decision. About 100 bytes of memory an id.",
+    )
+    memory_segment_ids: int = Field(
+        default=32_768,
+        ge=16,
+        le=1_000_000,
+        description="A checkpoint holds the newest alert ids of the engine's redelivery memory "
+        "(up to 2M ids already decided) itself; every this many older ids are written once, as "
+        "a segment of their own, so a checkpoint's cost does not grow with the memory.",
+    )
     update_interval: Duration = Field(
         default=timedelta(seconds=30),
         description="At most one `updated` event per incident per this much event time (storms are coalesced).",

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from correlators.config import EngineConfig
 from correlators.engine import Engine
-from correlators.types import Output
+from correlators.types import Earlier, Output
 from schemas.adapters.base import ParseContext
 from schemas.adapters.registry import adapter_for_file, read_records
 from schemas.errors import SnapshotError
@@ -140,3 +142,89 @@ def test_a_snapshot_with_whole_waiting_alerts_still_loads(busy: bytes) -> None:
 
     engine = Engine.restore(_edit(busy, whole))
     assert engine.snapshot() == busy  # the fields a waiting alert keeps, nothing else
+
+
+# -- the redelivery memory, stored apart; settings of the restarting worker ------------------
+
+
+def _remembering(n: int, cap: int) -> tuple[Engine, list[Alert]]:
+    alerts = _alerts(n)
+    engine = Engine(EngineConfig(max_seen_ids=cap), rules=default_rules())
+    for a in alerts:
+        engine.on_alert(a)
+    return engine, alerts
+
+
+def test_a_snapshot_can_leave_older_memory_out_and_get_it_back() -> None:
+    engine, alerts = _remembering(3_000, cap=2_000)
+    first, end = engine.memory_span()
+    assert (first, end) == (1_000, 3_000)
+    assert engine.memory_ids(first, end) == [a.id for a in alerts[1_000:]]
+    assert engine.memory_ids(2_990, 5_000) == [a.id for a in alerts[2_990:]]
+    assert engine.memory_ids(0, 1_000) == [] and engine.memory_ids(2_500, 2_400) == []
+
+    blob = engine.snapshot(2_500)
+    assert len(json.loads(blob)["seen"]) == 500  # the newest ids only
+    # what the segments hold: here one reaching back past the oldest id still held
+    earlier = Earlier(2_500, [a.id for a in alerts[600:2_500]])
+    restored = Engine.restore(blob, earlier)
+    assert restored.snapshot() == engine.snapshot()
+    assert restored.memory_span() == (1_000, 3_000)
+    for a in alerts[1_000:]:  # redelivered: no second decision, however old
+        assert restored.on_alert(a) == []
+
+
+@pytest.mark.parametrize(
+    "earlier",
+    [
+        None,  # the segments were not read
+        Earlier(2_400, ["x"] * 1_500),  # not ending where the snapshot's ids begin
+        Earlier(2_500, ["x"] * 1_499),  # too few
+        Earlier(2_500, [1] * 1_500),  # not ids
+    ],
+)
+def test_a_snapshot_without_the_memory_it_left_out_does_not_load(earlier: Earlier | None) -> None:
+    engine, _ = _remembering(3_000, cap=2_000)
+    with pytest.raises(SnapshotError, match="seen|earlier"):
+        Engine.restore(engine.snapshot(2_500), earlier)
+
+
+def test_an_id_remembered_twice_is_a_corrupt_snapshot() -> None:
+    engine, alerts = _remembering(3_000, cap=2_000)
+    earlier = Earlier(2_500, [alerts[2_700].id] + [a.id for a in alerts[1_001:2_500]])
+    with pytest.raises(SnapshotError, match="twice"):
+        Engine.restore(engine.snapshot(2_500), earlier)
+
+
+def test_a_snapshot_of_the_previous_version_keeps_its_whole_memory(busy: bytes) -> None:
+    """Before the memory could be stored apart, `seen` was all of it, with no positions."""
+    old = _edit(busy, lambda d: (d.pop("seen_total"), d.pop("seen_held")))
+    engine = Engine.restore(old)
+    held = len(json.loads(busy)["seen"])
+    assert engine.memory_span() == (0, held)
+
+
+def test_a_restore_runs_with_the_settings_it_is_given(busy: bytes) -> None:
+    """A worker restarted with changed settings applies them to the partitions it restores."""
+    stored = Engine.restore(busy).cfg
+    assert stored.reopen_window == timedelta(hours=12)
+    wanted = EngineConfig(reopen_window=timedelta(hours=2), update_interval=timedelta(minutes=5))
+    engine = Engine.restore(busy, None, wanted)
+    assert engine.cfg == wanted
+    assert engine._reopen == 7_200 and engine._interval == 300
+    assert json.loads(engine.snapshot())["config"]["reopen_window"] == 7_200
+
+
+def test_settings_given_to_a_restore_are_still_checked_in_the_snapshot(busy: bytes) -> None:
+    bad = _edit(busy, lambda d: d["config"].__setitem__("max_windows", 0))
+    with pytest.raises(SnapshotError, match="max_windows"):
+        Engine.restore(bad, None, EngineConfig())
+
+
+def test_a_smaller_memory_cap_on_restore_forgets_the_oldest() -> None:
+    engine, alerts = _remembering(3_000, cap=2_000)
+    restored = Engine.restore(engine.snapshot(), None, EngineConfig(max_seen_ids=500))
+    assert restored.memory_span() == (2_500, 3_000)
+    assert restored.on_alert(alerts[2_600]) == []  # still remembered
+    restored.on_alert(alerts[100])  # forgotten: decided again (as it would be after 2M more)
+    assert restored.memory_span() == (2_501, 3_001)

@@ -28,7 +28,7 @@ from schemas.context import Asset, Change, ChangeKind, Feedback, FeedbackKind, L
 from schemas.errors import SnapshotError
 from schemas.models import Alert, Domain, Severity, Status
 from schemas.rules import default_rules
-from streams.checkpoints import Checkpoint
+from streams.checkpoints import Checkpoint, MemoryRef, decode_segment, encode_segment
 from streams.partition import Processor, Snapshotter
 
 FUZZ = settings(
@@ -205,7 +205,7 @@ def test_wrong_types_anywhere(base: int, data: st.DataObject) -> None:
 
 # -- the partition's envelope (streams/partition.py) ----------------------------------------
 
-SNAP = Snapshotter(lambda c: c.snapshot(), Engine.restore)  # type: ignore[attr-defined]
+SNAP = Snapshotter(lambda c, f: c.snapshot(f), Engine.restore)  # type: ignore[attr-defined]
 ENVELOPE = Processor(Engine.restore(BASES[0]), watermark=T0.timestamp() + 5000.0).dump(SNAP)
 
 
@@ -247,7 +247,17 @@ def test_partition_header_wrong_types(value: Any, key: str) -> None:
 
 # -- the checkpoint record (streams/checkpoints.py) ------------------------------------------
 
-RECORD = Checkpoint(2, 1234, {"out:0": 5, "out:1": 0}, ENVELOPE, written_at=1.5).encode()
+RECORD = Checkpoint(
+    2,
+    1234,
+    {"out:0": 5, "out:1": 0},
+    ENVELOPE,
+    written_at=1.5,
+    memory=(MemoryRef(0, 64, 3), MemoryRef(64, 128, 9)),
+    retired=((MemoryRef(0, 64, 1), 1.0),),
+).encode()
+SEGMENT_REF = MemoryRef(64, 128, 9)
+SEGMENT = encode_segment(2, 64, 128, [f"alert-{i}" for i in range(64)])
 
 
 @FUZZ
@@ -270,7 +280,10 @@ def test_checkpoint_record(data: bytes) -> None:
 
 
 @FUZZ
-@given(json_values, st.sampled_from(("format", "partition", "offset", "out_ends", "written_at", "has_state")))
+@given(
+    json_values,
+    st.sampled_from(("format", "partition", "offset", "out_ends", "written_at", "has_state", "memory", "retired")),
+)
 def test_checkpoint_header_wrong_types(value: Any, key: str) -> None:
     size = int.from_bytes(RECORD[:4], "big")
     head = json.loads(RECORD[4 : 4 + size])
@@ -280,3 +293,26 @@ def test_checkpoint_header_wrong_types(value: Any, key: str) -> None:
         Checkpoint.decode(len(raw).to_bytes(4, "big") + raw + RECORD[4 + size :])
     except SnapshotError:
         pass
+
+
+@FUZZ
+@given(
+    st.one_of(
+        st.binary(max_size=256),
+        st.floats(0.0, 1.0, exclude_max=True).map(lambda at: SEGMENT[: int(len(SEGMENT) * at)]),
+        st.tuples(json_values, json_values).map(
+            lambda hv: len(json.dumps(hv[0]).encode()).to_bytes(4, "big")
+            + json.dumps(hv[0]).encode()
+            + zlib.compress(json.dumps(hv[1]).encode(), 1)
+        ),
+        json_values.map(
+            lambda ids: SEGMENT[: 4 + int.from_bytes(SEGMENT[:4], "big")] + zlib.compress(json.dumps(ids).encode())
+        ),
+    )
+)
+def test_memory_segment_record(data: bytes) -> None:
+    try:
+        ids = decode_segment(data, 2, SEGMENT_REF)
+    except SnapshotError:
+        return
+    assert isinstance(ids, list) and len(ids) <= 64 and all(isinstance(i, str) for i in ids)

@@ -60,5 +60,5 @@ async def test_reads_leave_the_reader_idle(names: Names, producer: AIOKafkaProdu
         await consumer.stop()
 
 
-async def _load(state: bytes) -> bytes:
+async def _load(state: bytes, earlier: object) -> bytes:
     return state

@@ -29,7 +29,7 @@ from tests.integration.datasets import aitads_rows, produce_paced
 pytestmark = pytest.mark.integration
 
 
-_NO_SNAPSHOT = Snapshotter(lambda c: b"", lambda b: None)  # type: ignore[arg-type,return-value]
+_NO_SNAPSHOT = Snapshotter(lambda c, f: b"", lambda b, e: None)  # type: ignore[arg-type,return-value]
 
 
 async def _last_records(bootstrap: str, topic: str, partitions: int) -> dict[int, bytes]:
@@ -156,7 +156,7 @@ async def test_no_usable_checkpoint_restarts_from_the_beginning(names: Names, pr
     try:
         store = CheckpointStore(consumer, producer, topic=topic, output_topics=outputs)
 
-        async def load(state: bytes) -> bytes:
+        async def load(state: bytes, earlier: object) -> bytes:
             raise SnapshotError("corrupt")
 
         checkpoint, state = await store.restore(0, 3, load, failed.append)

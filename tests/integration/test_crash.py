@@ -20,14 +20,23 @@ pytestmark = pytest.mark.integration
 GARBAGE_EVERY = 1000
 
 
+@pytest.mark.parametrize(
+    "segment",
+    [
+        "32768",  # the default: the whole memory in each checkpoint
+        "64",  # most of it in memory segments, read back on the restore
+    ],
+    ids=["memory-in-checkpoints", "memory-in-segments"],
+)
 async def test_kill9_mid_stream_then_restart_loses_and_repeats_nothing(
-    names: Names, workers: Callable[..., WorkerProcess], producer: AIOKafkaProducer
+    names: Names, workers: Callable[..., WorkerProcess], producer: AIOKafkaProducer, segment: str
 ) -> None:
     env = names.worker_env(
         SOCNOC_INPUTS=orjson.dumps({names.alerts: {"format": "aitads"}}).decode(),
         SOCNOC_BATCH_MAX_RECORDS="200",
         SOCNOC_PARTITION_BY="asset",  # several partitions to restore
         SOCNOC_IDLE_TIMEOUT="2",
+        SOCNOC_MEMORY_SEGMENT_IDS=segment,
     )
     first = workers(env, "first")
     await first.wait_partitions()

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import timedelta
 from typing import Any
 
 import orjson
 import pytest
 
 from correlators.engine import Engine
+from correlators.types import Earlier
 from schemas.context import Asset, Change, Feedback
-from streams.correlator import snapshotter
+from streams.correlator import new_correlator, snapshotter, worker_context
 from streams.evaluate import DATASETS
 from streams.replay import load_context
 from streams.settings import Settings
@@ -61,7 +63,7 @@ def test_orjson_writes_what_json_writes(engine: Engine) -> None:
 
 def test_a_checkpoint_restores_the_engine_it_was_taken_of(engine: Engine) -> None:
     snap = snapshotter(Settings(), load_context())
-    restored = snap.load(snap.dump(engine))
+    restored = snap.load(snap.dump(engine, None), None)
     assert isinstance(restored, Engine)
     assert restored.snapshot() == engine.snapshot()
 
@@ -85,7 +87,7 @@ def test_context_state_is_plain_json_too() -> None:
     assert document["assets"] and document["changes"] and document["feedback"]
     _plain(document)
     snap = snapshotter(Settings(), load_context())
-    restored = snap.load(snap.dump(engine))
+    restored = snap.load(snap.dump(engine, None), None)
     assert isinstance(restored, Engine)
     assert restored.snapshot() == engine.snapshot()
 
@@ -97,21 +99,52 @@ class _Keyed(Engine):
         super().__init__()
         self._extra = extra
 
-    def snapshot_document(self) -> dict[str, Any]:
-        return {**super().snapshot_document(), "extra": self._extra}
+    def snapshot_document(self, memory_from: int | None = None) -> dict[str, Any]:
+        return {**super().snapshot_document(memory_from), "extra": self._extra}
 
-    def snapshot(self) -> bytes:
-        return json.dumps(self.snapshot_document(), separators=(",", ":"), ensure_ascii=False).encode()
+    def snapshot(self, memory_from: int | None = None) -> bytes:
+        document = self.snapshot_document(memory_from)
+        return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def test_non_string_keys_are_written_as_json_writes_them() -> None:
     snap = snapshotter(Settings(), load_context())
     engine = _Keyed({1: "one", 2.5: "two and a half", None: "nothing"})
-    assert orjson.loads(snap.dump(engine)[1:]) == json.loads(engine.snapshot())
+    assert orjson.loads(snap.dump(engine, None)[1:]) == json.loads(engine.snapshot())
 
 
 def test_what_orjson_cannot_encode_falls_back_to_json(caplog: pytest.LogCaptureFixture) -> None:
     snap = snapshotter(Settings(), load_context())
     engine = _Keyed(10**30)  # past 64 bits: orjson refuses, json writes it
-    assert snap.dump(engine)[1:] == engine.snapshot()
+    assert snap.dump(engine, None)[1:] == engine.snapshot()
     assert "fell back to the standard JSON encoder" in caplog.text
+
+
+def test_a_restarted_worker_restores_checkpoints_with_its_own_settings() -> None:
+    """Settings changed between two runs reach the partitions restored from checkpoints."""
+    before = Settings(reopen_window=timedelta(hours=2), update_interval=timedelta(seconds=30))
+    old = snapshotter(before, worker_context(before))
+    engine = new_correlator(before, worker_context(before))
+    assert isinstance(engine, Engine) and engine.cfg.reopen_window == timedelta(hours=2)
+    blob = old.dump(engine, None)
+
+    after = Settings(reopen_window=timedelta(hours=12), update_interval=timedelta(minutes=2), redelivery_memory=500)
+    restored = snapshotter(after, worker_context(after)).load(blob, None)
+    assert isinstance(restored, Engine)
+    cfg = restored.cfg
+    assert cfg.reopen_window == timedelta(hours=12) and cfg.update_interval == timedelta(minutes=2)
+    assert cfg.max_seen_ids == 500
+    assert cfg.retain_resolved == timedelta(hours=13)  # derived from the reopen window
+    assert cfg == worker_context(after).config
+
+
+def test_the_memory_left_out_of_a_checkpoint_comes_back(engine: Engine) -> None:
+    snap = snapshotter(Settings(), load_context())
+    first, end = engine.memory_span()
+    assert end - first > 100
+    middle = (first + end) // 2
+    blob = snap.dump(engine, middle)
+    assert len(blob) < len(snap.dump(engine, None))
+    restored = snap.load(blob, Earlier(middle, engine.memory_ids(first, middle)))
+    assert isinstance(restored, Engine)
+    assert restored.snapshot() == engine.snapshot()

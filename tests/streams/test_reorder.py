@@ -23,7 +23,7 @@ def _engine() -> Engine:
 
 
 def _snap() -> Snapshotter:
-    return Snapshotter(lambda c: c.snapshot(), Engine.restore)  # type: ignore[attr-defined]
+    return Snapshotter(lambda c, f: c.snapshot(f), Engine.restore)  # type: ignore[attr-defined]
 
 
 def _timeline() -> dict[str, list[AlertItem]]:

@@ -1,0 +1,168 @@
+"""The redelivery memory in segments, on a real broker: a worker whose memory outgrows a
+segment writes segments beside its checkpoints, each checkpoint refers to the ones it needs,
+and a restore reads them back into exactly the memory the worker had.
+
+With `SOCNOC_MEMORY_SEGMENT_IDS=64` and `SOCNOC_REDELIVERY_MEMORY=200` a few hundred alerts
+per partition fill several segments and forget the oldest ones, so a checkpoint lists some
+as retired. (That the memory restored this way keeps a restart from repeating decisions is
+`test_crash.py`, run with segments too.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import zlib
+from collections import defaultdict
+from collections.abc import Callable
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from correlators.engine import Engine
+from schemas.errors import SnapshotError
+from streams.checkpoints import Checkpoint, CheckpointStore, parse_src
+from streams.correlator import snapshotter, worker_context
+from streams.kafka import high_watermarks
+from streams.partition import Processor
+from streams.records import SRC_HEADER, header
+from tests.integration.checks import assert_decided_once
+from tests.integration.conftest import Names, Tail, WorkerProcess, until
+from tests.integration.datasets import aitads_rows, produce_paced
+
+pytestmark = pytest.mark.integration
+
+SEGMENT = 64
+MEMORY = 200
+
+
+async def test_a_checkpoint_stores_the_memory_in_segments_and_a_restore_reads_it_back(
+    names: Names, workers: Callable[..., WorkerProcess], producer: AIOKafkaProducer
+) -> None:
+    env = names.worker_env(
+        SOCNOC_INPUTS=orjson.dumps({names.alerts: {"format": "aitads"}}).decode(),
+        SOCNOC_CHECKPOINT_INTERVAL="0.05",
+        SOCNOC_MEMORY_SEGMENT_IDS=str(SEGMENT),
+        SOCNOC_REDELIVERY_MEMORY=str(MEMORY),
+        SOCNOC_IDLE_TIMEOUT="2",
+    )
+    worker = workers(env)
+    await worker.wait_partitions()
+    _, rows = aitads_rows()
+    values = [row for _, row in rows[:3000]]
+    sent: list[str] = []
+    decided: dict[int, set[str]] = defaultdict(set)  # by the partition that decided
+    async with Tail(names.bootstrap, names.decisions) as tail:
+        await produce_paced(producer, names.alerts, values, sent, 3000)
+        await until(lambda: len(tail.records[names.decisions]) >= len(values), 120, "every alert decided", worker)
+        for record in tail.records[names.decisions]:
+            src = parse_src(header(record.headers, SRC_HEADER))
+            assert src is not None and record.key is not None
+            decided[src[0]].add(record.key.decode())
+        assert_decided_once(tail.values(names.decisions), set(sent))
+    assert worker.terminate() == 0
+
+    settings = names.settings().model_copy(update={"redelivery_memory": MEMORY, "memory_segment_ids": SEGMENT})
+    snap = snapshotter(settings, worker_context(settings))
+    reader = AIOKafkaConsumer(bootstrap_servers=names.bootstrap, group_id=None, enable_auto_commit=False)
+    await reader.start()
+    try:
+        store = CheckpointStore(reader, producer, topic=settings.checkpoint_topic(), output_topics=[])
+        retired = 0
+        for p, ids in decided.items():
+            unreadable: list[str] = []
+            newest = await _newest(store, p, unreadable.append)
+            assert not unreadable, "segment records are not checkpoints: passed over, not counted"
+            if len(ids) < SEGMENT:
+                continue
+            assert newest.memory, f"partition {p}: {len(ids)} ids and no segment"
+            retired += len(newest.retired)
+            earlier = await store.memory(newest)
+            assert earlier is not None and earlier.end == newest.memory[-1].end
+            state = zlib.decompress(newest.state or b"")
+            size = int.from_bytes(state[:4], "big")
+            own = orjson.loads(state[4 + size + 1 :])["seen"]  # (after the snapshot's tag byte)
+            assert len(own) < SEGMENT, "the checkpoint holds only the ids no segment holds"
+
+            engine = Processor.load(newest.state or b"", snap, earlier).correlator
+            assert isinstance(engine, Engine)
+            first, end = engine.memory_span()
+            assert end == len(ids) and end - first == min(MEMORY, len(ids))
+            assert set(engine.memory_ids(first, end)) <= ids
+            with pytest.raises(SnapshotError, match="missing"):  # not without its segments
+                Processor.load(newest.state or b"", snap, None)
+        assert retired, "the memory forgot ids: some segment must be retired"
+
+        # a retired segment is deleted with a tombstone, which readers pass over
+        p = next(p for p in decided if len(decided[p]) >= SEGMENT)
+        newest = await _newest(store, p, lambda what: pytest.fail(what))
+        ref = (newest.retired or [(newest.memory[0], 0.0)])[0][0]
+        await store.delete_segment(p, ref)
+        tp = TopicPartition(settings.checkpoint_topic(), p)
+        end = (await high_watermarks(reader, [tp]))[tp]
+        last = await store._read(tp, end - 1, end)
+        assert last == [(end - 1, ref.key(p), None)]
+        assert (await _newest(store, p, lambda what: pytest.fail(what))) == newest
+    finally:
+        await reader.stop()
+
+
+async def _newest(store: CheckpointStore, partition: int, on_unreadable: Callable[[str], None]) -> Checkpoint:
+    async with contextlib.aclosing(store.history(partition, on_unreadable)) as checkpoints:
+        async for checkpoint in checkpoints:
+            return checkpoint
+    raise AssertionError(f"partition {partition} has no checkpoint")
+
+
+def _alert(alert_id: str, i: int) -> bytes:
+    """A canonical alert (format `alert`) with its own id: sent twice, it is one alert."""
+    return orjson.dumps(
+        {
+            "id": alert_id,
+            "source": "edr",
+            "domain": "security",
+            "time": 1_767_225_600 + i,
+            "asset": f"host-{i % 20}",
+            "signature": f"sig-{i % 7}",
+        }
+    )
+
+
+async def _send(producer: AIOKafkaProducer, topic: str, ids: list[str]) -> None:
+    sent = []
+    for i, alert_id in enumerate(ids):
+        sent.append(await producer.send(topic, _alert(alert_id, i), key=f"host-{i % 20}".encode()))
+    await asyncio.gather(*sent)
+
+
+async def test_alerts_sent_again_after_a_restart_get_no_second_decision(
+    names: Names, workers: Callable[..., WorkerProcess], producer: AIOKafkaProducer
+) -> None:
+    """The whole memory comes back, the ids in segments included: an alert sent again after
+    a restart (a shipper retrying, ids of its own) gets no second decision."""
+    env = names.worker_env(
+        SOCNOC_INPUTS=orjson.dumps({names.alerts: {"format": "alert"}}).decode(),
+        SOCNOC_MEMORY_SEGMENT_IDS=str(SEGMENT),
+        SOCNOC_IDLE_TIMEOUT="1",
+    )
+    first_ids = [f"dup-{i}" for i in range(800)]
+    later_ids = [f"new-{i}" for i in range(20)]
+    first = workers(env, "first")
+    await first.wait_partitions()  # (it creates the topics)
+    async with Tail(names.bootstrap, names.decisions) as tail:
+
+        def decided(ids: list[str]) -> Callable[[], bool]:
+            return lambda: set(ids) <= {r.key.decode() for r in tail.records[names.decisions] if r.key}
+
+        await _send(producer, names.alerts, first_ids)
+        await until(decided(first_ids), 120, "the first alerts decided", first)
+        assert first.terminate() == 0  # a clean stop: checkpoints with segments
+
+        second = workers(env, "second")
+        await second.wait_partitions()
+        resent = [*first_ids, *later_ids]
+        await _send(producer, names.alerts, resent)
+        await until(decided(later_ids), 120, "the new alerts decided", second)
+        await asyncio.sleep(3)  # a repeated decision would have shown by now
+        assert_decided_once(tail.values(names.decisions), set(resent))
