@@ -223,7 +223,7 @@ class Settings(BaseSettings):
         "alert among them gets no second decision. About 100 bytes of memory an id.",
     )
     memory_segment_ids: int = Field(
-        default=32_768,
+        default=8_192,
         ge=16,
         le=1_000_000,
         description="A checkpoint holds the newest alert ids of the engine's redelivery memory "

@@ -23,7 +23,7 @@ GARBAGE_EVERY = 1000
 @pytest.mark.parametrize(
     "segment",
     [
-        "32768",  # the default: the whole memory in each checkpoint
+        "1000000",  # the whole memory in each checkpoint (no segment fills)
         "64",  # most of it in memory segments, read back on the restore
     ],
     ids=["memory-in-checkpoints", "memory-in-segments"],
