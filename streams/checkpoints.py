@@ -155,9 +155,15 @@ def _ref(x: object) -> MemoryRef:
 
 @dataclass(frozen=True)
 class MemoryPlan:
-    """What a checkpoint does with the memory: segments it keeps referring to, the ones it
-    drops (every id forgotten), the position ranges to write as new segments now, and the
-    position from which the checkpoint's state holds the ids itself."""
+    """What a checkpoint does with the memory: the segments it refers to, the ones it drops
+    (every id forgotten), the position ranges to write as new segments beside it, and the
+    position from which the checkpoint's state holds the ids itself.
+
+    The new segments are written in the same round trip as the checkpoint, so their offsets
+    are not known yet: the checkpoint's state still holds their ids (`memory_from` is where
+    the segments it refers to end), and the next checkpoint refers to them instead. So a
+    checkpoint never refers to a segment that was not acknowledged, and holds fewer than
+    twice `size` ids of its own in steady state."""
 
     kept: list[MemoryRef]
     dropped: list[MemoryRef]
@@ -166,15 +172,16 @@ class MemoryPlan:
 
 
 def plan_memory(refs: list[MemoryRef], first: int, end: int, size: int) -> MemoryPlan:
-    """`refs`: the segments written so far; the memory holds positions `[first, end)`."""
+    """`refs`: the segments written and acknowledged so far; the memory holds positions
+    `[first, end)`."""
     kept = [r for r in refs if r.end > first]
     dropped = [r for r in refs if r.end <= first]
-    sealed = kept[-1].end if kept else first
+    memory_from = sealed = kept[-1].end if kept else first
     seal: list[tuple[int, int]] = []
     while end - sealed >= size:
         seal.append((sealed, sealed + size))
         sealed += size
-    return MemoryPlan(kept, dropped, seal, sealed)
+    return MemoryPlan(kept, dropped, seal, memory_from)
 
 
 def expire_retired(

@@ -663,36 +663,36 @@ class CorrelateStage(Stage):
             lambda: [_encode(st, plan, self._snap) for st, plan in zip(dirty, plans, strict=True)]
         )
         written_at = time.time()
-        # new memory segments first: a checkpoint never refers to one not acknowledged
-        refs = await asyncio.gather(
-            *(
-                asyncio.gather(*(store.write_segment(st.partition, a, b, value) for a, b, value in segments))
-                for st, (segments, _) in zip(dirty, encoded, strict=True)
-            )
-        )
         checkpoints: list[Checkpoint] = []
         expired: list[tuple[int, MemoryRef]] = []
-        for st, plan, (_, state), new in zip(dirty, plans, encoded, refs, strict=True):
-            memory = [*plan.kept, *new] if plan is not None else []
+        for st, plan, (_, state) in zip(dirty, plans, encoded, strict=True):
+            kept = plan.kept if plan is not None else []
             dropped = plan.dropped if plan is not None else []
             retired, due = expire_retired(st.retired, dropped, written_at, self._keep_s)
             expired += [(st.partition, r) for r in due]
-            checkpoint = Checkpoint(
-                st.partition, st.next_offset, out_ends, state, written_at, tuple(memory), tuple(retired)
+            checkpoints.append(
+                Checkpoint(st.partition, st.next_offset, out_ends, state, written_at, tuple(kept), tuple(retired))
             )
-            checkpoints.append(checkpoint)
-        # written together (one produce request), each acknowledged before this returns
-        await asyncio.gather(*(store.write(c) for c in checkpoints))
-        # segments no checkpoint that may still be restored refers to: deleted, and no longer
-        # listed from the next checkpoint on (listed until then, in case this fails)
-        await asyncio.gather(*(store.delete_segment(p, r) for p, r in expired))
+        # All in one round trip, each acknowledged before this returns: the checkpoints; the
+        # segments sealed now (this checkpoint's state still holds their ids: the next one
+        # refers to them, by the offsets acknowledged here); and the deletion of segments no
+        # checkpoint that may still be restored refers to (listed as retired until deleted).
+        sealing = [
+            asyncio.gather(*(store.write_segment(st.partition, a, b, value) for a, b, value in segments))
+            for st, (segments, _) in zip(dirty, encoded, strict=True)
+        ]
+        sealed, *_ = await asyncio.gather(
+            asyncio.gather(*sealing),
+            asyncio.gather(*(store.write(c) for c in checkpoints)),
+            asyncio.gather(*(store.delete_segment(p, r) for p, r in expired)),
+        )
         self.metrics.observe_checkpoint(time.perf_counter() - began)
         gone = set(expired)
-        for st, checkpoint in zip(dirty, checkpoints, strict=True):
+        for st, checkpoint, new in zip(dirty, checkpoints, sealed, strict=True):
             st.dirty = False
             st.last_checkpoint = now
             st.state_bytes = len(checkpoint.state or b"")
-            st.memory = list(checkpoint.memory)
+            st.memory = [*checkpoint.memory, *new]
             st.retired = [(r, at) for r, at in checkpoint.retired if (st.partition, r) not in gone]
         self.metrics.set_state(
             tracked_assets=sum(_tracked(st.processor.correlator) for st in self.owned.values()),

@@ -27,20 +27,22 @@ def test_a_young_memory_stays_in_the_checkpoint() -> None:
     assert (plan.kept, plan.dropped, plan.seal, plan.memory_from) == ([], [], [], 0)
 
 
-def test_full_segments_are_sealed_once_and_the_rest_stays_in_the_checkpoint() -> None:
+def test_full_segments_are_sealed_once_and_referred_to_from_the_next_checkpoint() -> None:
     plan = plan_memory([], first=0, end=250, size=100)
-    assert plan.seal == [(0, 100), (100, 200)] and plan.memory_from == 200
+    # written beside this checkpoint, whose state still holds their ids (offsets unknown yet)
+    assert plan.seal == [(0, 100), (100, 200)] and plan.memory_from == 0
     written = [MemoryRef(0, 100, 7), MemoryRef(100, 200, 8)]
     again = plan_memory(written, first=0, end=299, size=100)
     assert again.kept == written and again.seal == [] and again.memory_from == 200
     later = plan_memory(written, first=0, end=300, size=100)
-    assert later.seal == [(200, 300)] and later.memory_from == 300
+    assert later.seal == [(200, 300)] and later.memory_from == 200
 
 
 def test_segments_whose_ids_are_all_forgotten_are_dropped() -> None:
     written = [MemoryRef(0, 100, 7), MemoryRef(100, 200, 8), MemoryRef(200, 300, 9)]
     plan = plan_memory(written, first=200, end=350, size=100)
     assert plan.dropped == written[:2] and plan.kept == written[2:] and plan.memory_from == 300
+    assert plan.seal == []
     # one id of a segment still held keeps it
     assert plan_memory(written, first=199, end=350, size=100).kept == written[1:]
 
@@ -48,7 +50,7 @@ def test_segments_whose_ids_are_all_forgotten_are_dropped() -> None:
 def test_a_memory_smaller_than_a_segment_never_writes_one_whole() -> None:
     """The oldest ids are forgotten before a segment fills: it is sealed with what is held."""
     plan = plan_memory([], first=180, end=300, size=100)
-    assert plan.seal == [(180, 280)] and plan.memory_from == 280
+    assert plan.seal == [(180, 280)] and plan.memory_from == 180
     plan = plan_memory([], first=350, end=400, size=100)  # after a restore with a smaller memory
     assert plan.seal == [] and plan.memory_from == 350
 
