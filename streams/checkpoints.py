@@ -63,6 +63,7 @@ class MemoryRef:
     start: int
     end: int
     offset: int
+    size: int = 0  # bytes of the record's value
 
     def key(self, partition: int) -> bytes:
         return f"{partition}/seen/{self.start}".encode()
@@ -96,8 +97,8 @@ class Checkpoint:
                 "out_ends": self.out_ends,
                 "written_at": self.written_at,
                 "has_state": self.state is not None,
-                "memory": [[r.start, r.end, r.offset] for r in self.memory],
-                "retired": [[r.start, r.end, r.offset, at] for r, at in self.retired],
+                "memory": [[r.start, r.end, r.offset, r.size] for r in self.memory],
+                "retired": [[r.start, r.end, r.offset, r.size, at] for r, at in self.retired],
             }
         )
         return len(head).to_bytes(4, "big") + head + (self.state or b"")
@@ -124,7 +125,7 @@ class Checkpoint:
                 state=body if head.get("has_state") is True else None,
                 written_at=float(head.get("written_at", 0.0)),
                 memory=memory,
-                retired=tuple((_ref(r[:3]), float(r[3])) for r in head.get("retired", [])),
+                retired=tuple((_ref(r[:4]), float(r[4])) for r in head.get("retired", [])),
             )
         except SnapshotError:
             raise
@@ -142,12 +143,12 @@ def _count(x: object) -> int:
 
 
 def _ref(x: object) -> MemoryRef:
-    if not isinstance(x, list) or len(x) != 3:
+    if not isinstance(x, list) or len(x) != 4:
         raise SnapshotError(f"corrupt checkpoint: a memory segment is {x!r:.60}")
-    start, end, offset = (_count(v) for v in x)
+    start, end, offset, size = (_count(v) for v in x)
     if end <= start:
         raise SnapshotError(f"corrupt checkpoint: an empty memory segment {start}..{end}")
-    return MemoryRef(start, end, offset)
+    return MemoryRef(start, end, offset, size)
 
 
 # -- the redelivery memory in segments ----------------------------------------------------
@@ -310,7 +311,7 @@ class CheckpointStore:
         meta = await self._producer.send_and_wait(
             self.topic, value, key=f"{partition}/seen/{start}".encode(), partition=partition
         )
-        return MemoryRef(start, end, int(meta.offset))
+        return MemoryRef(start, end, int(meta.offset), len(value))
 
     async def delete_segment(self, partition: int, ref: MemoryRef) -> None:
         """Tombstone a segment no checkpoint in use refers to any more (compaction drops it)."""
@@ -419,8 +420,11 @@ class CheckpointStore:
             async for checkpoint in checkpoints:
                 if checkpoint.state is None:
                     return checkpoint, None
+                what = "memory"  # (its segments, read first)
                 try:
-                    state = await load(checkpoint.state, await self.memory(checkpoint))
+                    earlier = await self.memory(checkpoint)
+                    what = "state"
+                    state = await load(checkpoint.state, earlier)
                 except SnapshotError as exc:
                     log.error(
                         "corrupt checkpoint of partition %d (offset %d) passed over, trying an older one: %s",
@@ -429,7 +433,7 @@ class CheckpointStore:
                         exc,
                         extra={"topic": self.topic, "partition": partition},
                     )
-                    failed("state")
+                    failed(what)
                     continue
                 if passed:
                     log.warning(

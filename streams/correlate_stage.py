@@ -691,8 +691,8 @@ class CorrelateStage(Stage):
         for st, checkpoint, new in zip(dirty, checkpoints, sealed, strict=True):
             st.dirty = False
             st.last_checkpoint = now
-            st.state_bytes = len(checkpoint.state or b"")
             st.memory = [*checkpoint.memory, *new]
+            st.state_bytes = len(checkpoint.state or b"") + sum(r.size for r in st.memory)
             st.retired = [(r, at) for r, at in checkpoint.retired if (st.partition, r) not in gone]
         self.metrics.set_state(
             tracked_assets=sum(_tracked(st.processor.correlator) for st in self.owned.values()),

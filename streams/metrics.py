@@ -297,7 +297,8 @@ class Metrics:
             ),
             state_bytes=Gauge(
                 "socnoc_state_bytes",
-                "Estimated size of this worker's correlation state, in bytes.",
+                "Size of this worker's correlation state as last checkpointed (checkpoints and "
+                "the memory segments they refer to, compressed), in bytes.",
                 registry=r,
             ),
             broker_up=Gauge(
@@ -449,7 +450,8 @@ class Metrics:
         self.checkpoint_duration.observe(seconds)
 
     def observe_checkpoint_restore_failure(self, what: str) -> None:
-        """Count a corrupt checkpoint passed over on restore (`what`: envelope | state)."""
+        """Count a corrupt checkpoint passed over on restore (`what`: envelope | state |
+        memory, a memory segment it refers to missing or corrupt)."""
         self.checkpoint_restore_failures.labels(what=what).inc()
 
 

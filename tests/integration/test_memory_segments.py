@@ -21,10 +21,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from correlators.engine import Engine
+from correlators.types import Earlier
 from schemas.errors import SnapshotError
-from streams.checkpoints import Checkpoint, CheckpointStore, parse_src
+from streams.checkpoints import Checkpoint, CheckpointStore, MemoryRef, encode_segment, parse_src
 from streams.correlator import snapshotter, worker_context
-from streams.kafka import high_watermarks
+from streams.kafka import TopicSpec, ensure_topics, high_watermarks
 from streams.partition import Processor
 from streams.records import SRC_HEADER, header
 from tests.integration.checks import assert_decided_once
@@ -168,3 +169,35 @@ async def test_alerts_sent_again_after_a_restart_get_no_second_decision(
         await until(decided(later_ids), 120, "the new alerts decided", second)
         await asyncio.sleep(3)  # a repeated decision would have shown by now
         assert_decided_once(tail.values(names.decisions), set(resent))
+
+
+async def test_a_checkpoint_whose_segment_is_gone_is_passed_over(names: Names, producer: AIOKafkaProducer) -> None:
+    """Compaction removed a segment a checkpoint refers to (or it was never there): that
+    checkpoint cannot be restored whole, so the one before it is used, and it is counted."""
+    settings = names.settings()
+    topic = settings.checkpoint_topic()
+    await ensure_topics(settings, [TopicSpec(topic, 1)])
+    reader = AIOKafkaConsumer(bootstrap_servers=names.bootstrap, group_id=None, enable_auto_commit=False)
+    await reader.start()
+    try:
+        store = CheckpointStore(reader, producer, topic=topic, output_topics=[])
+        ids = [f"a-{i}" for i in range(10)]
+        ref = await store.write_segment(0, 0, 10, encode_segment(0, 0, 10, ids))
+        assert ref.size > 0
+        await store.write(Checkpoint(0, 5, {}, b"older", memory=(ref,)))
+        await producer.send_and_wait(topic, b"not a segment", key=b"0/seen/10", partition=0)
+        bad = (MemoryRef(10, 20, ref.offset + 2, 50), MemoryRef(20, 30, 999_999, 50))  # wrong record, none
+        await store.write(Checkpoint(0, 9, {}, b"newer", memory=(ref, *bad)))
+
+        loaded: list[tuple[bytes, list[str] | None]] = []
+
+        async def load(state: bytes, earlier: Earlier | None) -> bytes:
+            loaded.append((state, earlier.ids if earlier is not None else None))
+            return state
+
+        failures: list[str] = []
+        checkpoint, state = await store.restore(0, 0, load, failures.append)
+        assert (checkpoint.offset, state) == (5, b"older")
+        assert loaded == [(b"older", ids)] and failures == ["memory"]
+    finally:
+        await reader.stop()

@@ -91,19 +91,20 @@ def test_a_bad_segment_raises_snapshot_error_only(data: bytes | None) -> None:
 
 
 def test_checkpoints_carry_their_segments() -> None:
-    memory = (MemoryRef(0, 100, 7), MemoryRef(100, 200, 8))
-    checkpoint = Checkpoint(3, 120, {"out:0": 7}, b"state", 5.0, memory, ((MemoryRef(0, 50, 2), 4.0),))
+    memory = (MemoryRef(0, 100, 7, 900), MemoryRef(100, 200, 8, 950))
+    checkpoint = Checkpoint(3, 120, {"out:0": 7}, b"state", 5.0, memory, ((MemoryRef(0, 50, 2, 400), 4.0),))
     assert Checkpoint.decode(checkpoint.encode()) == checkpoint
 
 
 @pytest.mark.parametrize(
     "memory",
     [
-        [[0, 100, 7], [150, 200, 8]],  # a gap
-        [[0, 100, 7], [50, 200, 8]],  # an overlap
-        [[100, 100, 7]],  # empty
-        [[0, 100]],
-        [[0, -1, 7]],
+        [[0, 100, 7, 10], [150, 200, 8, 10]],  # a gap
+        [[0, 100, 7, 10], [50, 200, 8, 10]],  # an overlap
+        [[100, 100, 7, 10]],  # empty
+        [[0, 100, 7]],
+        [[0, -1, 7, 10]],
+        [[0, 100, 7, "10"]],
         "segments",
         7,
     ],
