@@ -2,9 +2,11 @@
 segment writes segments beside its checkpoints, each checkpoint refers to the ones it needs,
 and a restore reads them back into exactly the memory the worker had.
 
-With `SOCNOC_MEMORY_SEGMENT_IDS=64` and `SOCNOC_REDELIVERY_MEMORY=200` a few hundred alerts
-per partition fill several segments and forget the oldest ones, so a checkpoint lists some
-as retired. (That the memory restored this way keeps a restart from repeating decisions is
+With `SOCNOC_MEMORY_SEGMENT_IDS=64` and `SOCNOC_REDELIVERY_MEMORY=400` the ~750 alerts of a
+partition fill several segments and forget the oldest ones, so a checkpoint lists some as
+retired. (Only a segment written while the memory still held its ids can be retired: the
+alerts are sent paced, once the worker correlates, so no partition's share goes through
+between two of its checkpoints.) (That the memory restored this way keeps a restart from repeating decisions is
 `test_crash.py`, run with segments too.)
 """
 
@@ -35,7 +37,7 @@ from tests.integration.datasets import aitads_rows, produce_paced
 pytestmark = pytest.mark.integration
 
 SEGMENT = 64
-MEMORY = 200
+MEMORY = 400
 
 
 async def test_a_checkpoint_stores_the_memory_in_segments_and_a_restore_reads_it_back(
@@ -46,10 +48,17 @@ async def test_a_checkpoint_stores_the_memory_in_segments_and_a_restore_reads_it
         SOCNOC_CHECKPOINT_INTERVAL="0.05",
         SOCNOC_MEMORY_SEGMENT_IDS=str(SEGMENT),
         SOCNOC_REDELIVERY_MEMORY=str(MEMORY),
+        SOCNOC_BATCH_MAX_RECORDS="100",  # a checkpoint is due every 50 ms: a few batches apart
         SOCNOC_IDLE_TIMEOUT="2",
     )
     worker = workers(env)
     await worker.wait_partitions()
+
+    async def correlating() -> bool:  # no backlog at the start, processed in one batch
+        got = await worker.health()
+        return got is not None and bool(got[1].get("stages", {}).get("correlate", {}).get("partitions"))
+
+    await until(correlating, 60, "the correlate stage assigned", worker)
     _, rows = aitads_rows()
     values = [row for _, row in rows[:3000]]
     sent: list[str] = []
