@@ -55,6 +55,8 @@ def snapshotter(settings: Settings, context: Context) -> Snapshotter:
     """Dump/load of this worker's correlator kind."""
     kind = type(new_correlator(settings, context))
 
+    # The engine: its redelivery memory can be left out of a snapshot (memory segments), and
+    # it restores with the worker's engine settings; other correlators snapshot whole.
     segmented = callable(getattr(kind, "memory_span", None))
     config = context.config
 
