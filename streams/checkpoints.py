@@ -54,6 +54,16 @@ _READ_TIMEOUT_S = 30.0
 T = TypeVar("T")
 
 
+def checkpoint_key(partition: int) -> bytes:
+    """The key of a partition's checkpoints."""
+    return str(partition).encode()
+
+
+def segment_key(partition: int, start: int) -> bytes:
+    """The key of a partition's memory segment starting at position `start`."""
+    return f"{partition}/seen/{start}".encode()
+
+
 @dataclass(frozen=True, slots=True)
 class MemoryRef:
     """A segment of a partition's redelivery memory: the ids remembered at positions
@@ -66,7 +76,7 @@ class MemoryRef:
     size: int = 0  # bytes of the record's value
 
     def key(self, partition: int) -> bytes:
-        return f"{partition}/seen/{self.start}".encode()
+        return segment_key(partition, self.start)
 
 
 @dataclass(frozen=True)
@@ -86,7 +96,7 @@ class Checkpoint:
     retired: tuple[tuple[MemoryRef, float], ...] = ()
 
     def key(self) -> bytes:
-        return str(self.partition).encode()
+        return checkpoint_key(self.partition)
 
     def encode(self) -> bytes:
         head = orjson.dumps(
@@ -309,7 +319,7 @@ class CheckpointStore:
     async def write_segment(self, partition: int, start: int, end: int, value: bytes) -> MemoryRef:
         """Append a memory segment (`encode_segment`) and wait for its acknowledgement."""
         meta = await self._producer.send_and_wait(
-            self.topic, value, key=f"{partition}/seen/{start}".encode(), partition=partition
+            self.topic, value, key=segment_key(partition, start), partition=partition
         )
         return MemoryRef(start, end, int(meta.offset), len(value))
 
@@ -367,10 +377,10 @@ class CheckpointStore:
         end = (await high_watermarks(consumer, [tp]))[tp]
         begin = int((await consumer.beginning_offsets([tp]))[tp])
         window = 4
+        key = checkpoint_key(partition)
         while end > begin:
             start = max(begin, end - window)
             records = await self._read(tp, start, end)
-            key = str(partition).encode()
             for offset, record_key, value in reversed(records):
                 if record_key is not None and record_key != key:
                     continue  # a memory segment (or its tombstone)
