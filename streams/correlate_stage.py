@@ -65,7 +65,7 @@ from streams.records import (
 from streams.settings import Settings
 from streams.stage import Stage, drop_task, start_clients, stop_clients
 
-__all__ = ["CorrelateStage", "PartitionState"]
+__all__ = ["CorrelateStage", "PartitionState", "phase_kept"]
 
 log = logging.getLogger(__name__)
 
@@ -702,7 +702,7 @@ class CorrelateStage(Stage):
         gone = set(expired)
         for st, checkpoint, new in zip(dirty, checkpoints, sealed, strict=True):
             st.dirty = False
-            st.last_checkpoint = now
+            st.last_checkpoint = phase_kept(st.last_checkpoint, now, self._interval)
             st.memory = [*checkpoint.memory, *new]
             st.state_bytes = len(checkpoint.state or b"") + sum(r.size for r in st.memory)
             st.retired = [(r, at) for r, at in checkpoint.retired if (st.partition, r) not in gone]
@@ -720,6 +720,16 @@ class CorrelateStage(Stage):
         if previous is not None:
             await previous
         self._commit = asyncio.create_task(_commit(consumer, offsets))
+
+
+def phase_kept(last: float, now: float, interval: float) -> float:
+    """When a partition checkpointed at `now` counts as checkpointed: the latest time <= `now`
+    on its own grid of intervals from `last`. A checkpoint taken late (the stage was busy
+    longer than the interval, and every partition was due in one pause) keeps the partition's
+    phase, so the partitions spread by `_stagger` do not stay lined up from then on."""
+    if interval <= 0 or now <= last:
+        return now
+    return last + interval * ((now - last) // interval)
 
 
 def _encode(
