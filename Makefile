@@ -3,8 +3,12 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The core compiled with mypyc (scripts/build_native.py, schemas/native.py): rebuilt whenever a
+# source of `correlators` or `schemas` changes; without a C compiler socnoc runs as pure Python.
+NATIVE := build/native/manifest.json
+NATIVE_SOURCES := $(shell find correlators schemas -name '*.py') scripts/build_native.py
 
-.PHONY: run test lint typecheck pytest bench soak fuzz eval audit schemas clean
+.PHONY: run test lint typecheck pytest bench soak fuzz eval audit schemas clean native
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -14,31 +18,37 @@ $(STAMP): pyproject.toml requirements.lock
 
 venv: $(STAMP)
 
-run: $(STAMP)
+$(NATIVE): $(STAMP) $(NATIVE_SOURCES)
+	$(BIN)/python scripts/build_native.py
+
+native: $(NATIVE)
+
+run: $(STAMP) $(NATIVE)
 	$(BIN)/socnoc run
 
-test: $(STAMP)
+test: $(STAMP) $(NATIVE)
 	sh scripts/ensure-system-packages.sh
-	$(BIN)/ruff check streams correlators schemas tests bench
-	$(BIN)/mypy streams correlators schemas bench
+	$(BIN)/ruff check streams correlators schemas tests bench scripts
+	$(BIN)/mypy streams correlators schemas bench scripts/build_native.py
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+	SOCNOC_PURE_PYTHON=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/correlators tests/schemas
 
 lint: $(STAMP)
-	$(BIN)/ruff check streams correlators schemas tests bench
+	$(BIN)/ruff check streams correlators schemas tests bench scripts
 
 schemas: $(STAMP)
 	$(BIN)/python -m schemas.export
 
-eval: $(STAMP)
+eval: $(STAMP) $(NATIVE)
 	$(BIN)/socnoc evaluate --all --out build/eval
 
-bench: $(STAMP)
+bench: $(STAMP) $(NATIVE)
 	$(BIN)/python -m bench.run
 
-soak: $(STAMP)
+soak: $(STAMP) $(NATIVE)
 	@$(BIN)/python -m bench.soak
 
-fuzz: $(STAMP)
+fuzz: $(STAMP) $(NATIVE)
 	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-100000} $(BIN)/python -m pytest -q -p no:cacheprovider -o timeout=0 tests/fuzz
 
 audit: $(STAMP)

@@ -27,6 +27,7 @@ from schemas.adapters.base import ParseContext, Rejected
 from schemas.adapters.registry import adapter_for_file, read_records
 from schemas.errors import InvalidInput
 from schemas.models import Decision
+from schemas.native import compiled_packages
 from streams.replay import Context, build_engine
 
 __all__ = ["CoreResult", "StateResult", "run_core", "run_state", "rss_bytes", "peak_rss_bytes", "main"]
@@ -171,6 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cmd == "core":
         marks = [int(x) for x in args.checkpoints.split(",") if x.strip()]
         payload = asdict(run_core(args.path, args.format, marks))
+        payload["compiled"] = list(compiled_packages())  # what ran: the build, or the sources
     else:
         payload = asdict(run_state(args.path, args.assets, args.warmup))
     sys.stdout.buffer.write(orjson.dumps(payload) + b"\n")

@@ -58,6 +58,7 @@ from bench.data import (
     write_csv,
 )
 from bench.procs import die_with_parent
+from schemas.native import PURE_ENV
 
 __all__ = ["Config", "SCALING_SIZES", "KEYS", "main", "run", "summary_line"]
 
@@ -154,6 +155,9 @@ class Report:
     machine: dict[str, Any]
     core_aitads: list[dict[str, Any]] = field(default_factory=list)
     core_synthetic: list[dict[str, Any]] = field(default_factory=list)
+    # the same runs with the compiled build turned off (SOCNOC_PURE_PYTHON=1), interleaved
+    core_aitads_pure: list[dict[str, Any]] = field(default_factory=list)
+    core_synthetic_pure: list[dict[str, Any]] = field(default_factory=list)
     state: list[dict[str, Any]] = field(default_factory=list)
     raw: list[float] = field(default_factory=list)
     e2e: list[float] = field(default_factory=list)
@@ -204,9 +208,11 @@ def _progress(message: str) -> None:
     sys.stderr.flush()
 
 
-def _child(args: list[str]) -> dict[str, Any]:
-    """Run `python -m bench.core ...` in a fresh process; its one JSON line."""
+def _child(args: list[str], *, pure: bool = False) -> dict[str, Any]:
+    """Run `python -m bench.core ...` in a fresh process (`pure`: without the compiled build); its JSON line."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    if pure:
+        env[PURE_ENV] = "1"
     done = subprocess.run(
         [sys.executable, "-m", "bench.core", *args],
         cwd=ROOT,
@@ -230,12 +236,16 @@ def _rounded(values: dict[str, float], keys: Sequence[int]) -> dict[str, float]:
 
 
 def _core_phase(cfg: Config, report: Report, base: BaseData) -> None:
+    """The core as it runs (compiled where the build matches), each run beside the pure-Python sources."""
     for i in range(cfg.runs):
         res = _child(["core", str(AITADS)])
         report.core_aitads.append(res)
+        pure = _child(["core", str(AITADS)], pure=True)
+        report.core_aitads_pure.append(pure)
         _progress(
             f"core AIT-ADS run {i + 1}/{cfg.runs}: {res['alerts_per_s']:,.0f} alerts/s on one core "
-            f"({res['wall_alerts_per_s']:,.0f} by the wall clock)"
+            f"({res['wall_alerts_per_s']:,.0f} by the wall clock; compiled {res['compiled']}), "
+            f"pure Python {pure['alerts_per_s']:,.0f}"
         )
     synthetic = cfg.out / f"synthetic-{cfg.synthetic_alerts}.csv"
     write_csv(synthetic, base.header, synthetic_rows(base, cfg.synthetic_alerts))
@@ -246,10 +256,13 @@ def _core_phase(cfg: Config, report: Report, base: BaseData) -> None:
         for i in range(cfg.runs):
             res = _child(["core", str(synthetic), "--checkpoints", marks])
             report.core_synthetic.append(res)
+            pure = _child(["core", str(synthetic)], pure=True)
+            report.core_synthetic_pure.append(pure)
             _progress(
                 f"core synthetic run {i + 1}/{cfg.runs} ({res['alerts']:,} alerts): "
                 f"{res['alerts_per_s']:,.0f} alerts/s on one core ({res['wall_alerts_per_s']:,.0f} by the wall "
-                f"clock), cumulative µs/alert {_rounded(res['checkpoints'], SCALING_SIZES)}"
+                f"clock), cumulative µs/alert {_rounded(res['checkpoints'], SCALING_SIZES)}; "
+                f"pure Python {pure['alerts_per_s']:,.0f}"
             )
     finally:
         synthetic.unlink(missing_ok=True)
@@ -363,6 +376,12 @@ def _result(cfg: Config, report: Report) -> dict[str, Any]:
         "state_bytes_per_asset": _round(median([r["bytes_per_asset"] for r in report.state]), 0),
         "peak_rss_mb": _round(None if peak is None else peak / 1024 / 1024, 1),
         "scaling_us_per_alert": scaling,
+        # beside the line's keys (report.json and the table only): the same core, pure Python
+        "compiled": sorted({p for r in report.core_aitads + report.core_synthetic for p in r.get("compiled", ())}),
+        "core_alerts_per_s_pure": _round(median([r["alerts_per_s"] for r in report.core_synthetic_pure]), 0)
+        if cfg.synthetic_alerts >= SCALING_SIZES[-1]
+        else None,
+        "core_alerts_per_s_aitads_pure": _round(median([r["alerts_per_s"] for r in report.core_aitads_pure]), 0),
     }
 
 
@@ -407,6 +426,8 @@ def _table(result: dict[str, Any]) -> str:
     lines = ["socnoc bench"]
     for key in KEYS:
         lines.append(f"  {key:26} {result.get(key)}")
+    for key in sorted(result.keys() - set(KEYS)):
+        lines.append(f"  ({key:24} {result[key]})")
     return "\n".join(lines)
 
 

@@ -39,29 +39,40 @@ _STATS = (
     "incidents_pruned", "rule_groups_expired", "rule_groups_over_cap",
 )
 _AT_LEAST_ONE = frozenset({"max_windows", "max_rule_groups"})
+# the settings that may be None, with the type they have otherwise
+_OPTIONAL_SETTINGS: dict[str, type] = {"precedence_min_lift": float, "retain_resolved": timedelta}
 
 
 def _config(cfg: EngineConfig) -> dict[str, Any]:
     return {k: (v.total_seconds() if isinstance(v, timedelta) else v) for k, v in asdict(cfg).items()}
 
 
+def _config_kinds() -> dict[str, type]:
+    """Each setting's type, read off the defaults (the optional ones, None by default, say theirs).
+
+    Not from the annotations: compiled (see schemas/native.py) a union annotation reads as `type`.
+    """
+    default = EngineConfig()
+    return {f.name: _OPTIONAL_SETTINGS.get(f.name) or type(getattr(default, f.name)) for f in fields(EngineConfig)}
+
+
 def _config_from(data: object) -> EngineConfig:
-    kinds = {f.name: str(f.type) for f in fields(EngineConfig)}
+    kinds = _config_kinds()
     values: dict[str, Any] = {}
     for key, value in _obj(data, "config").items():
         kind = kinds.get(key)
         if kind is None:
             continue  # a setting this version no longer has
         what = f"config.{key}"
-        if kind == "int":
+        if kind is int:
             values[key] = _int(value, what, low=1 if key in _AT_LEAST_ONE else 0)
-        elif value is None and "None" in kind:
+        elif value is None and key in _OPTIONAL_SETTINGS:
             values[key] = None
         else:
             number = _num(value, what)
-            if number < 0 or (number == 0 and key in _DIVISORS) or ("timedelta" in kind and number > _LONGEST):
+            if number < 0 or (number == 0 and key in _DIVISORS) or (kind is timedelta and number > _LONGEST):
                 _bad(what, f"out of range: {number}")
-            values[key] = timedelta(seconds=number) if "timedelta" in kind else number
+            values[key] = timedelta(seconds=number) if kind is timedelta else number
     return EngineConfig(**values)
 
 

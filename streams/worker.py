@@ -25,6 +25,7 @@ from pydantic_settings import SettingsError
 
 from correlators.identity import Identity
 from schemas.errors import ConfigError
+from schemas.native import compiled_packages
 from streams.control import broadcast, current_rules
 from streams.correlate_stage import CorrelateStage
 from streams.correlator import new_correlator, snapshotter, worker_context
@@ -105,7 +106,10 @@ class Worker:
                     tasks.append(asyncio.create_task(stage.run(), name=stage.name))
                 self.started.set()
                 log.info(
-                    "worker running (app %s, stages %s)", self.settings.app_id, ", ".join(s.name for s in self.stages)
+                    "worker running (app %s, stages %s, core %s)",
+                    self.settings.app_id,
+                    ", ".join(s.name for s in self.stages),
+                    "compiled: " + ", ".join(compiled_packages()) if compiled_packages() else "pure Python",
                 )
                 await self._stop.wait()
         finally:

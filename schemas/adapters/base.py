@@ -97,8 +97,9 @@ def check_time(value: datetime) -> datetime:
     return value
 
 
-def epoch_to_datetime(value: float) -> datetime:
+def epoch_to_datetime(value: float | int) -> datetime:
     """Epoch seconds -> UTC datetime; absurd values (not finite, negative, > 2100) raise."""
+    # `| int`: compiled, a `float` parameter refuses an int too large for a float with a TypeError
     try:
         finite = math.isfinite(value)
     except OverflowError:  # an int too large for a float

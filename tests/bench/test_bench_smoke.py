@@ -104,6 +104,10 @@ def test_bench_run_ends_with_one_json_line_of_exactly_the_design_keys(
         assert result[key] is None  # skipped, never made up
     report = orjson.loads((tmp_path / "report.json").read_bytes())
     assert report["core_aitads"][0]["alerts"] == report["core_aitads"][0]["decisions"] == len(load_base().rows)
+    # each core run beside the same core without the compiled build
+    assert report["core_aitads_pure"][0]["compiled"] == [] == report["core_synthetic_pure"][0]["compiled"]
+    assert report["core_aitads_pure"][0]["decisions"] == report["core_aitads"][0]["decisions"]
+    assert _is_number(report["result"]["core_alerts_per_s_aitads_pure"])
     assert any("skipped" in note for note in report["notes"])
     assert not list(tmp_path.glob("*.csv"))  # generated inputs are cleaned up
 

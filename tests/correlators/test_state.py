@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import fields
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from correlators import state
 from correlators.config import EngineConfig
 from correlators.engine import Engine
 from correlators.types import Earlier, Output
@@ -228,3 +230,13 @@ def test_a_smaller_memory_cap_on_restore_forgets_the_oldest() -> None:
     assert restored.on_alert(alerts[2_600]) == []  # still remembered
     restored.on_alert(alerts[100])  # forgotten: decided again (as it would be after 2M more)
     assert restored.memory_span() == (2_501, 3_001)
+
+
+def test_every_setting_that_may_be_none_is_known_with_its_type() -> None:
+    """A snapshot's settings are read by kind; the kind of a None default cannot be read off it."""
+    default = EngineConfig()
+    optional = {f.name for f in fields(EngineConfig) if getattr(default, f.name) is None}
+    assert optional == set(state._OPTIONAL_SETTINGS) == {"precedence_min_lift", "retain_resolved"}
+    engine = Engine(EngineConfig(precedence_min_lift=2.5, retain_resolved=timedelta(hours=3)))
+    restored = Engine.restore(engine.snapshot())
+    assert restored.cfg.precedence_min_lift == 2.5 and restored.cfg.retain_resolved == timedelta(hours=3)

@@ -320,6 +320,9 @@ def test_dockerfile_matches_the_project() -> None:
     for package in project["tool"]["setuptools"]["packages"]["find"]["include"]:
         assert f"COPY {package.rstrip('*')} " in text
     assert "-c requirements.lock" in text
+    # the compiled core: built in the build stage, found by the image (schemas/native.py)
+    assert "scripts/build_native.py --out /opt/socnoc/native" in text
+    assert "SOCNOC_NATIVE_DIR=/opt/socnoc/native" in text
     exposed = set(" ".join(re.findall(r"^EXPOSE (.+)$", text, re.M)).split())
     assert {str(WEB_PORT), str(GATEWAY_PORT), f"{SYSLOG_PORT}/tcp", f"{SYSLOG_PORT}/udp"} <= exposed
     assert f"SOCNOC_WEB_PORT={WEB_PORT}" in text

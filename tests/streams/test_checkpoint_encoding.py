@@ -92,15 +92,18 @@ def test_context_state_is_plain_json_too() -> None:
     assert restored.snapshot() == engine.snapshot()
 
 
-class _Keyed(Engine):
-    """An engine whose document has what orjson does not encode by default."""
+class _Keyed:
+    """An engine whose document has what orjson does not encode by default.
+
+    It wraps one: the compiled `Engine` (schemas/native.py) cannot be subclassed in Python.
+    """
 
     def __init__(self, extra: object) -> None:
-        super().__init__()
+        self._engine = Engine()
         self._extra = extra
 
     def snapshot_document(self, memory_from: int | None = None) -> dict[str, Any]:
-        return {**super().snapshot_document(memory_from), "extra": self._extra}
+        return {**self._engine.snapshot_document(memory_from), "extra": self._extra}
 
     def snapshot(self, memory_from: int | None = None) -> bytes:
         document = self.snapshot_document(memory_from)

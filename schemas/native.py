@@ -1,0 +1,99 @@
+"""The compiled build of the core (mypyc), imported in place of the sources when it matches them.
+
+`make` compiles the correlation core and the adapters with mypyc into `build/native/`
+(`scripts/build_native.py`): one extension module per source module, and a manifest with the
+SHA-256 of every source file of `correlators` and `schemas` that the build read. Each compiled
+package's `__init__` calls `use_compiled`. When a build exists for this interpreter and every
+one of those sources is byte for byte the one it was built from, the build's directory goes
+ahead of the package's own on its `__path__`, and its extension modules are imported instead of
+the `.py` files. Anything else leaves the pure-Python sources in use: no build (no C compiler),
+a source edited since, another interpreter, or `SOCNOC_PURE_PYTHON=1`.
+
+All or nothing, decided once per process: compiled modules call each other directly, so a
+compiled module must never meet the pure version of another module of its build. The choice is
+made at import time because it decides which code the process runs; it is read from the
+environment, not from `streams.settings`, for that reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.machinery
+import json
+import os
+import sys
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+__all__ = ["MANIFEST", "PURE_ENV", "DIR_ENV", "compiled_packages", "native_dir", "source_digests", "use_compiled"]
+
+MANIFEST = "manifest.json"
+PURE_ENV = "SOCNOC_PURE_PYTHON"  # set (not "0" or empty): always run the sources
+DIR_ENV = "SOCNOC_NATIVE_DIR"  # where the build is; default <project>/build/native
+SOURCE_ROOT = Path(__file__).resolve().parent.parent  # holds the `correlators` and `schemas` packages
+SOURCE_PACKAGES = ("correlators", "schemas")  # every .py file under these is part of a build's identity
+
+_active: list[str] = []  # packages whose compiled modules this process imports
+
+
+def native_dir() -> Path:
+    """The directory a build is read from."""
+    given = os.environ.get(DIR_ENV)
+    return Path(given) if given else SOURCE_ROOT / "build" / "native"
+
+
+def source_digests(root: Path = SOURCE_ROOT) -> dict[str, str]:
+    """SHA-256 of every source file of the compiled packages, by path relative to `root`."""
+    digests: dict[str, str] = {}
+    for package in SOURCE_PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            digests[path.relative_to(root).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return digests
+
+
+@cache
+def _build() -> dict[str, Any] | None:
+    """The manifest of a build this process may use, or None."""
+    if os.environ.get(PURE_ENV, "") not in ("", "0"):
+        return None
+    try:
+        doc = json.loads((native_dir() / MANIFEST).read_bytes())
+    except (OSError, ValueError):
+        return None
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    if not isinstance(doc, dict) or doc.get("suffix") != suffix:
+        return None
+    packages = doc.get("packages")
+    if not isinstance(packages, dict) or not all(
+        isinstance(p, str) and isinstance(m, list) and all(isinstance(x, str) for x in m) for p, m in packages.items()
+    ):
+        return None
+    root = native_dir()
+    built = [root / package / (Path(name).stem + suffix) for package, names in packages.items() for name in names]
+    if not built or not all(path.is_file() for path in built):
+        return None  # a module missing would be imported from its source beside compiled ones
+    try:
+        if doc.get("sources") != source_digests():
+            return None
+    except OSError:
+        return None
+    return doc
+
+
+def use_compiled(package: str, path: list[str]) -> bool:
+    """Put the build's modules of `package` (a package `__init__` passes its `__path__`) first."""
+    doc = _build()
+    if doc is None or package not in doc.get("packages", ()):
+        return False
+    root = native_dir()
+    path.insert(0, str(root / package))  # `schemas.adapters` apart from `schemas`: no nesting
+    if str(root) not in sys.path:
+        sys.path.append(str(root))  # the build's shared library, which its modules import by name
+    _active.append(package)
+    return True
+
+
+def compiled_packages() -> tuple[str, ...]:
+    """The packages this process imports compiled (empty: pure Python)."""
+    return tuple(_active)
