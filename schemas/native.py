@@ -26,9 +26,19 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MANIFEST", "PURE_ENV", "DIR_ENV", "compiled_packages", "native_dir", "source_digests", "use_compiled"]
+__all__ = [
+    "DIR_ENV",
+    "LIBRARY_DIR",
+    "MANIFEST",
+    "PURE_ENV",
+    "compiled_packages",
+    "native_dir",
+    "source_digests",
+    "use_compiled",
+]
 
 MANIFEST = "manifest.json"
+LIBRARY_DIR = "lib"  # the build's shared library, apart from the packages' modules
 PURE_ENV = "SOCNOC_PURE_PYTHON"  # set (not "0" or empty): always run the sources
 DIR_ENV = "SOCNOC_NATIVE_DIR"  # where the build is; default <project>/build/native
 SOURCE_ROOT = Path(__file__).resolve().parent.parent  # holds the `correlators` and `schemas` packages
@@ -70,8 +80,11 @@ def _build() -> dict[str, Any] | None:
     ):
         return None
     root = native_dir()
+    library = doc.get("library")
+    if not isinstance(library, str):
+        return None
     built = [root / package / (Path(name).stem + suffix) for package, names in packages.items() for name in names]
-    if not built or not all(path.is_file() for path in built):
+    if not built or not all(path.is_file() for path in [*built, root / LIBRARY_DIR / library]):
         return None  # a module missing would be imported from its source beside compiled ones
     try:
         if doc.get("sources") != source_digests():
@@ -88,8 +101,11 @@ def use_compiled(package: str, path: list[str]) -> bool:
         return False
     root = native_dir()
     path.insert(0, str(root / package))  # `schemas.adapters` apart from `schemas`: no nesting
-    if str(root) not in sys.path:
-        sys.path.append(str(root))  # the build's shared library, which its modules import by name
+    # The build's shared library, which its modules import by name, on sys.path in a folder of
+    # its own: the packages' folders there would be namespace packages of the same names.
+    library = str(root / LIBRARY_DIR)
+    if library not in sys.path:
+        sys.path.append(library)
     _active.append(package)
     return True
 

@@ -29,22 +29,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from schemas.native import MANIFEST, PURE_ENV, SOURCE_PACKAGES, source_digests  # noqa: E402
+from schemas.native import LIBRARY_DIR, MANIFEST, PURE_ENV, SOURCE_PACKAGES, source_digests  # noqa: E402
 
 # package -> its modules that are compiled (pydantic models are not: mypyc cannot build them)
 COMPILED = {
-    "correlators": "*.py",
-    "schemas.adapters": "*.py",
-    "schemas": "severity.py",
+    "correlators": ("*.py",),
+    "schemas.adapters": ("*.py",),
+    "schemas": ("severity.py", "trusted.py"),
 }
 
 
 def compiled_sources(root: Path) -> dict[str, list[Path]]:
     """The source files compiled, by package (package `__init__`s stay Python: they choose)."""
     found: dict[str, list[Path]] = {}
-    for package, pattern in COMPILED.items():
+    for package, patterns in COMPILED.items():
         folder = root.joinpath(*package.split("."))
-        found[package] = sorted(p for p in folder.glob(pattern) if p.name != "__init__.py")
+        found[package] = sorted(p for each in patterns for p in folder.glob(each) if p.name != "__init__.py")
     return found
 
 
@@ -85,9 +85,11 @@ def build(out: Path) -> int:
         if len(shared) != 1:
             sys.stderr.write(f"build_native: expected one shared library, found {[p.name for p in shared]}\n")
             return 1
-        shutil.copy2(shared[0], staging)
+        (staging / LIBRARY_DIR).mkdir()
+        shutil.copy2(shared[0], staging / LIBRARY_DIR)
         manifest = {
             "suffix": suffix,
+            "library": shared[0].name,
             "python": sys.version,
             "packages": {package: [p.name for p in paths] for package, paths in sources.items()},
             "sources": source_digests(work),

@@ -31,10 +31,10 @@ def _env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-def probe(**extra: str) -> tuple[list[str], str]:
+def probe(cwd: Path = SOURCE_ROOT, **extra: str) -> tuple[list[str], str]:
     """The packages a fresh process imports compiled, and the file its engine came from."""
     done = subprocess.run(
-        [sys.executable, "-c", PROBE], env=_env(**extra), cwd=SOURCE_ROOT, capture_output=True, text=True, check=True
+        [sys.executable, "-c", PROBE], env=_env(**extra), cwd=cwd, capture_output=True, text=True, check=True
     )
     packages, engine = json.loads(done.stdout)
     return packages, engine
@@ -70,6 +70,15 @@ def test_this_checkout_runs_its_compiled_build() -> None:
     assert "engine.py" in manifest["packages"]["correlators"]
 
 
+def test_the_build_is_found_from_any_directory(tmp_path: Path) -> None:
+    """Outside the checkout the packages come from the installation, not the current directory
+    (once, the build's folder on sys.path made `correlators` a namespace package there)."""
+    needs_build()
+    packages, engine = probe(cwd=tmp_path)
+    assert packages == ["correlators", "schemas", "schemas.adapters"]
+    assert Path(engine).parent == BUILD / "correlators"
+
+
 def test_the_sources_run_when_asked() -> None:
     packages, engine = probe(**{PURE_ENV: "1"})
     assert packages == []
@@ -96,10 +105,21 @@ def _module_missing(doc: dict[str, Any]) -> None:
     doc["packages"]["correlators"].append("nowhere.py")
 
 
+def _library_missing(doc: dict[str, Any]) -> None:
+    doc["library"] = "nowhere__mypyc.so"
+
+
 @pytest.mark.parametrize(
     "spoil",
-    [_stale, _another_python, _bad_packages, _bad_module_list, _module_missing],
-    ids=["a source edited", "another interpreter", "packages not an object", "a module not a name", "a module missing"],
+    [_stale, _another_python, _bad_packages, _bad_module_list, _module_missing, _library_missing],
+    ids=[
+        "a source edited",
+        "another interpreter",
+        "packages not an object",
+        "a module not a name",
+        "a module missing",
+        "the library missing",
+    ],
 )
 def test_a_build_that_does_not_match_is_not_used(tmp_path: Path, spoil: Callable[[dict[str, Any]], None]) -> None:
     needs_build()
