@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The core compiled with mypyc (scripts/build_native.py, schemas/native.py): rebuilt whenever a
 # source of `correlators` or `schemas` changes; without a C compiler socnoc runs as pure Python.
 NATIVE := build/native/manifest.json
-NATIVE_SOURCES := $(shell find correlators schemas -name '*.py') scripts/build_native.py
+NATIVE_SOURCES := $(shell find correlators schemas streams -name "*.py") scripts/build_native.py
 
 .PHONY: run test lint typecheck pytest bench soak fuzz eval audit schemas clean native
 
@@ -31,7 +31,7 @@ test: $(STAMP) $(NATIVE)
 	$(BIN)/ruff check streams correlators schemas tests bench scripts
 	$(BIN)/mypy streams correlators schemas bench scripts/build_native.py
 	$(BIN)/python -m pytest -q -p no:cacheprovider
-	SOCNOC_PURE_PYTHON=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/correlators tests/schemas
+	SOCNOC_PURE_PYTHON=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/correlators tests/schemas tests/streams
 
 lint: $(STAMP)
 	$(BIN)/ruff check streams correlators schemas tests bench scripts

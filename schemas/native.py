@@ -1,8 +1,9 @@
 """The compiled build of the core (mypyc), imported in place of the sources when it matches them.
 
-`make` compiles the correlation core and the adapters with mypyc into `build/native/`
-(`scripts/build_native.py`): one extension module per source module, and a manifest with the
-SHA-256 of every source file of `correlators` and `schemas` that the build read. Each compiled
+`make` compiles the correlation core, the adapters and the stream's per-record transforms with
+mypyc into `build/native/` (`scripts/build_native.py`): one extension module per source module,
+and a manifest with the SHA-256 of every source file of `correlators`, `schemas` and `streams`
+(what the compiled code was type-checked against). Each compiled
 package's `__init__` calls `use_compiled`. When a build exists for this interpreter and every
 one of those sources is byte for byte the one it was built from, the build's directory goes
 ahead of the package's own on its `__path__`, and its extension modules are imported instead of
@@ -41,8 +42,8 @@ MANIFEST = "manifest.json"
 LIBRARY_DIR = "lib"  # the build's shared library, apart from the packages' modules
 PURE_ENV = "SOCNOC_PURE_PYTHON"  # set (not "0" or empty): always run the sources
 DIR_ENV = "SOCNOC_NATIVE_DIR"  # where the build is; default <project>/build/native
-SOURCE_ROOT = Path(__file__).resolve().parent.parent  # holds the `correlators` and `schemas` packages
-SOURCE_PACKAGES = ("correlators", "schemas")  # every .py file under these is part of a build's identity
+SOURCE_ROOT = Path(__file__).resolve().parent.parent  # holds the packages
+SOURCE_PACKAGES = ("correlators", "schemas", "streams")  # every .py file under these is part of a build's identity
 
 _active: list[str] = []  # packages whose compiled modules this process imports
 

@@ -1,11 +1,12 @@
-"""Compile the correlation core and the adapters with mypyc into build/native (see schemas/native.py).
+"""Compile the core, the adapters and the stream's per-record code with mypyc (see schemas/native.py).
 
 `python scripts/build_native.py [--out DIR]`, run by `make` before the tests, the worker and
-the benchmarks. It copies `correlators` and `schemas` to a scratch directory, compiles the
-modules of `COMPILED` there with mypyc (the mypy that `make` installs, the project's own mypy
-settings), and puts their extension modules and a manifest in DIR, replacing the build that
-was there. The manifest names the interpreter's extension suffix and the SHA-256 of every
-source file of both packages: a process uses the build only while they all match.
+the benchmarks. It copies `correlators`, `schemas` and `streams` to a scratch directory,
+compiles the modules of `COMPILED` there with mypyc (the mypy that `make` installs, the
+project's own mypy settings), and puts their extension modules and a manifest in DIR
+(default build/native), replacing the build that was there. The manifest names the
+interpreter's extension suffix and the SHA-256 of every source file of the three packages: a
+process uses the build only while they all match.
 
 Without a C compiler it says so and leaves the sources in use (exit 0). A compiler that fails
 is an error (exit 1): it would hide a core that no longer compiles.
@@ -36,6 +37,8 @@ COMPILED = {
     "correlators": ("*.py",),
     "schemas.adapters": ("*.py",),
     "schemas": ("severity.py", "trusted.py"),
+    # the stream's per-record transforms (no Kafka client in them)
+    "streams": ("decoder.py", "partition.py", "records.py", "reorder.py"),
 }
 
 

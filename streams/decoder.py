@@ -12,6 +12,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
+from typing import Any
 
 import orjson
 from pydantic import ValidationError
@@ -55,7 +56,7 @@ class InputRecord:
     offset: int
     timestamp_ms: int | None
     value: bytes | None
-    headers: object = ()
+    headers: Any = ()  # (not `object`: a compiled dataclass cannot resolve that name)
 
 
 class Decoder:

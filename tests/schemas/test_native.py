@@ -20,8 +20,9 @@ import pytest
 from schemas.native import DIR_ENV, MANIFEST, PURE_ENV, SOURCE_ROOT, source_digests
 
 BUILD = SOURCE_ROOT / "build" / "native"
+ALL = ["correlators", "schemas", "schemas.adapters", "streams"]  # the packages with compiled modules
 PROBE = (
-    "import json, correlators.engine, schemas.adapters.aitads, schemas.severity, schemas.native as n;"
+    "import json, correlators.engine, schemas.adapters.aitads, schemas.severity, streams.decoder, schemas.native as n;"
     "print(json.dumps([sorted(n.compiled_packages()), correlators.engine.__file__]))"
 )
 
@@ -65,7 +66,7 @@ def needs_build() -> dict[str, Any]:
 def test_this_checkout_runs_its_compiled_build() -> None:
     manifest = needs_build()
     packages, engine = probe()
-    assert packages == ["correlators", "schemas", "schemas.adapters"] == sorted(manifest["packages"])
+    assert packages == ALL == sorted(manifest["packages"])
     assert Path(engine).parent == BUILD / "correlators"
     assert "engine.py" in manifest["packages"]["correlators"]
 
@@ -75,7 +76,7 @@ def test_the_build_is_found_from_any_directory(tmp_path: Path) -> None:
     (once, the build's folder on sys.path made `correlators` a namespace package there)."""
     needs_build()
     packages, engine = probe(cwd=tmp_path)
-    assert packages == ["correlators", "schemas", "schemas.adapters"]
+    assert packages == ALL
     assert Path(engine).parent == BUILD / "correlators"
 
 
@@ -125,7 +126,7 @@ def test_a_build_that_does_not_match_is_not_used(tmp_path: Path, spoil: Callable
     needs_build()
     copy = tmp_path / "native"
     shutil.copytree(BUILD, copy)
-    assert probe(**{DIR_ENV: str(copy)})[0] == ["correlators", "schemas", "schemas.adapters"]  # the copy works
+    assert probe(**{DIR_ENV: str(copy)})[0] == ALL  # the copy works
     doc = json.loads((copy / MANIFEST).read_bytes())
     spoil(doc)
     (copy / MANIFEST).write_text(json.dumps(doc))
