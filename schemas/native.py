@@ -3,12 +3,12 @@
 `make` compiles the correlation core, the adapters and the stream's per-record transforms with
 mypyc into `build/native/` (`scripts/build_native.py`): one extension module per source module,
 and a manifest with the SHA-256 of every source file of `correlators`, `schemas` and `streams`
-(what the compiled code was type-checked against). Each compiled
-package's `__init__` calls `use_compiled`. When a build exists for this interpreter and every
-one of those sources is byte for byte the one it was built from, the build's directory goes
-ahead of the package's own on its `__path__`, and its extension modules are imported instead of
-the `.py` files. Anything else leaves the pure-Python sources in use: no build (no C compiler),
-a source edited since, another interpreter, or `SOCNOC_PURE_PYTHON=1`.
+(what the compiled code was type-checked against). Each compiled package's `__init__` calls
+`use_compiled`. When a build exists for this interpreter and every one of those sources is byte
+for byte the one it was built from, the build's directory goes ahead of the package's own on
+its `__path__`, and its extension modules are imported instead of the `.py` files. Anything
+else leaves the pure-Python sources in use: no build (no C compiler), a source edited since,
+another interpreter, or `SOCNOC_PURE_PYTHON=1`.
 
 All or nothing, decided once per process: compiled modules call each other directly, so a
 compiled module must never meet the pure version of another module of its build. The choice is
@@ -64,12 +64,13 @@ def source_digests(root: Path = SOURCE_ROOT) -> dict[str, str]:
 
 
 @cache
-def _build() -> dict[str, Any] | None:
-    """The manifest of a build this process may use, or None."""
+def _build() -> tuple[Path, dict[str, Any]] | None:
+    """Where the build this process may use is, and its manifest; None: the sources run."""
     if os.environ.get(PURE_ENV, "") not in ("", "0"):
         return None
+    root = native_dir()
     try:
-        doc = json.loads((native_dir() / MANIFEST).read_bytes())
+        doc = json.loads((root / MANIFEST).read_bytes())
     except (OSError, ValueError):
         return None
     suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
@@ -80,7 +81,6 @@ def _build() -> dict[str, Any] | None:
         isinstance(p, str) and isinstance(m, list) and all(isinstance(x, str) for x in m) for p, m in packages.items()
     ):
         return None
-    root = native_dir()
     library = doc.get("library")
     if not isinstance(library, str):
         return None
@@ -92,15 +92,15 @@ def _build() -> dict[str, Any] | None:
             return None
     except OSError:
         return None
-    return doc
+    return root, doc
 
 
 def use_compiled(package: str, path: list[str]) -> bool:
     """Put the build's modules of `package` (a package `__init__` passes its `__path__`) first."""
-    doc = _build()
-    if doc is None or package not in doc.get("packages", ()):
+    build = _build()
+    if build is None or package not in build[1]["packages"]:
         return False
-    root = native_dir()
+    root = build[0]
     path.insert(0, str(root / package))  # `schemas.adapters` apart from `schemas`: no nesting
     # The build's shared library, which its modules import by name, on sys.path in a folder of
     # its own: the packages' folders there would be namespace packages of the same names.
