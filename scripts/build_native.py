@@ -52,14 +52,16 @@ def compiled_sources(root: Path) -> dict[str, list[Path]]:
 
 
 def compiler() -> str | None:
-    """The C compiler Python builds extensions with, if it is installed."""
+    """The C compiler Python builds extensions with, if it and Python's headers are installed."""
     cc = shlex.split(sysconfig.get_config_var("CC") or "cc")
+    if not (Path(sysconfig.get_paths()["include"]) / "Python.h").is_file():
+        return None
     return shutil.which(cc[0]) if cc else None
 
 
 def build(out: Path) -> int:
     if compiler() is None:
-        sys.stdout.write("build_native: no C compiler; socnoc runs as pure Python\n")
+        sys.stdout.write("build_native: no C compiler or no Python headers; socnoc runs as pure Python\n")
         return 0
     suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
     started = time.monotonic()

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -41,13 +42,17 @@ def probe(cwd: Path = SOURCE_ROOT, **extra: str) -> tuple[list[str], str]:
     return packages, engine
 
 
-def _compiler() -> bool:
+def _build_native() -> ModuleType:
     sys.path.insert(0, str(SOURCE_ROOT / "scripts"))
     try:
-        from build_native import compiler
+        import build_native
     finally:
         sys.path.pop(0)
-    return compiler() is not None
+    return build_native
+
+
+def _compiler() -> bool:
+    return _build_native().compiler() is not None
 
 
 def needs_build() -> dict[str, Any]:
@@ -156,3 +161,13 @@ def test_compiled_and_pure_decide_the_bundled_data_byte_for_byte(tmp_path: Path)
     assert outputs["compiled"].keys() == outputs["pure"].keys()
     for name, data in outputs["pure"].items():
         assert outputs["compiled"][name] == data, name
+
+
+def test_without_a_compiler_the_build_steps_aside(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No C compiler: `make` goes on with the sources (exit 0), and no build is written."""
+    build_native = _build_native()
+    config = {"CC": "no-such-cc -O2"}
+    monkeypatch.setattr(build_native.sysconfig, "get_config_var", config.get)
+    assert build_native.compiler() is None
+    assert build_native.build(tmp_path / "native") == 0
+    assert not (tmp_path / "native").exists()
