@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # The core compiled with mypyc (scripts/build_native.py, schemas/native.py): rebuilt whenever a
-# source of `correlators` or `schemas` changes; without a C compiler socnoc runs as pure Python.
+# source of `correlators`, `schemas` or `streams` changes; without a C compiler, pure Python.
 NATIVE := build/native/manifest.json
 NATIVE_SOURCES := $(shell find correlators schemas streams -name "*.py") scripts/build_native.py
 
