@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Final
 
 __all__ = ["SignatureStats", "Baseline", "Familiarity"]
 
-_LN2 = math.log(2.0)
+_LN2: Final = math.log(2.0)
 # one shared int per hour of day (bits 8-23 are not small ints: each observation made its own)
-_HOUR_BITS = tuple(1 << hour for hour in range(24))
+_HOUR_BITS: Final = tuple(1 << hour for hour in range(24))
 
 
 @dataclass(slots=True)

@@ -15,7 +15,7 @@ import itertools
 from collections import OrderedDict, deque
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, Final
 
 from correlators.baseline import Baseline, Familiarity
 from correlators.config import EngineConfig
@@ -35,6 +35,7 @@ from correlators.topology import Precedence, Topology
 from correlators.types import Earlier, Output
 from correlators.windows import Waiting, Window
 from schemas.context import Asset, Change, Exposure, Feedback, FeedbackKind
+from schemas.epoch import epoch_seconds
 from schemas.models import (
     SCHEMA_VERSION,
     SEVERITY_RANK,
@@ -54,14 +55,29 @@ from schemas.rules import default_rules as load_default_rules
 
 __all__ = ["Engine", "EngineStats"]
 
-_FAR_FUTURE = 4102444800.0  # 2100-01-01
-_MAX_ROTATIONS = 64  # pinned assets (waiting window, live incident) skipped per eviction pass
-# enum members as module constants: `Domain.OPS` is a class attribute lookup through the enum
-# metaclass (~65 ns) and the hot path asks a dozen of them per alert
-_INCIDENT, _NOISE, _DUPLICATE = Disposition.INCIDENT, Disposition.NOISE, Disposition.DUPLICATE
-_OPS, _SECURITY = Domain.OPS, Domain.SECURITY
-_FIRING, _RESOLVED = Status.FIRING, Status.RESOLVED
-_HIGH_RANK = SEVERITY_RANK[Severity.HIGH]
+_FAR_FUTURE: Final = 4102444800.0  # 2100-01-01
+_MAX_ROTATIONS: Final = 64  # pinned assets (waiting window, live incident) skipped per eviction pass
+# Module constants for what the hot path asks per alert. `Final`: compiled, a final name is a
+# C static, where any other module global is a lookup in the module's dict; and `Domain.OPS`
+# itself is a class attribute lookup through the enum metaclass (~65 ns).
+_INCIDENT: Final = Disposition.INCIDENT
+_NOISE: Final = Disposition.NOISE
+_DUPLICATE: Final = Disposition.DUPLICATE
+_INVALID: Final = Disposition.INVALID
+_OPS: Final = Domain.OPS
+_SECURITY: Final = Domain.SECURITY
+_FIRING: Final = Status.FIRING
+_RESOLVED: Final = Status.RESOLVED
+_OPENED_EVENT: Final = LifecycleEvent.OPENED
+_UPDATED_EVENT: Final = LifecycleEvent.UPDATED
+_RESOLVED_EVENT: Final = LifecycleEvent.RESOLVED
+_MERGED_EVENT: Final = LifecycleEvent.MERGED
+_RANK: Final = SEVERITY_RANK
+_HIGH_RANK: Final = SEVERITY_RANK[Severity.HIGH]
+_DECISION: Final = Decision
+_VERSION: Final = SCHEMA_VERSION
+_heappush: Final = heapq.heappush
+_heappop: Final = heapq.heappop
 
 
 class EngineStats:
@@ -232,19 +248,17 @@ class Engine:
     # -- inputs ------------------------------------------------------------------------
     def on_invalid(self, alert_id: str, reason: str) -> list[Output]:
         """An input that could not be parsed gets its `invalid` decision."""
-        if alert_id in self._seen:
+        if not self._remember(alert_id):
             return []
-        self._remember(alert_id)
-        return [Decision(alert_id=alert_id, disposition=Disposition.INVALID, reason=reason)]
+        return [Decision(alert_id=alert_id, disposition=_INVALID, reason=reason)]
 
     def on_alert(self, alert: Alert) -> list[Output]:
         """Decide (now or when its window ends) one alert; returns whatever became due."""
-        if alert.id in self._seen:
+        if not self._remember(alert.id):
             return []
-        self._remember(alert.id)
         self.stats.alerts += 1
         out: list[Output] = []
-        ts = alert.time.timestamp()
+        ts = epoch_seconds(alert.time)
         if self._first is None:
             self._first = ts
         late = ts < self._clock - self._lateness
@@ -257,9 +271,10 @@ class Engine:
         if late:
             self.stats.late += 1
         self._decide(alert, asset, ts, late, out)
-        self.baseline.observe(asset, alert.signature, ts)
+        signature = alert.signature
+        self.baseline.observe(asset, signature, ts)
         if alert.domain is _OPS and alert.status is _FIRING:
-            self.precedence.observe(ts, asset, alert.signature, self.topology.neighbours(asset))
+            self.precedence.observe(ts, asset, signature, self.topology.neighbours(asset))
         # after the alert made its state: evicting first forgot this (newest) asset while its
         # baseline and window were created just after, untracked and never evicted again
         if len(recent) > self._max_assets:
@@ -283,7 +298,7 @@ class Engine:
         for inc_id in sorted(self._dirty):
             inc = self._incidents[inc_id]
             if inc.dirty:
-                out.append(inc.event(LifecycleEvent.UPDATED, inc.updated_at))
+                out.append(inc.event(_UPDATED_EVENT, inc.updated_at))
         self._dirty.clear()
         return out
 
@@ -294,6 +309,7 @@ class Engine:
     # -- decision flow -----------------------------------------------------------------
     def _decide(self, alert: Alert, asset: str, ts: float, late: bool, out: list[Output]) -> None:
         explainer = self.explainer
+        domain, signature = alert.domain, alert.signature  # read once: each read of a record's field is a lookup
         verdict = explainer.verdict(alert, asset) if explainer.has_feedback else None
         if verdict is not None:
             who = f" by {verdict.analyst}" if verdict.analyst else ""
@@ -312,7 +328,7 @@ class Engine:
         if alert.status is _RESOLVED:
             self._recovery(alert, asset, severity, ts, out)
             return
-        fam = self.baseline.familiarity(asset, alert.signature, ts)
+        fam = self.baseline.familiarity(asset, signature, ts)
         findings = self.rules.correlate(alert, asset, ts)
         if self.rules.over_cap:
             self.stats.rule_groups_over_cap += self.rules.over_cap
@@ -324,15 +340,15 @@ class Engine:
         if inc is not None and not self._fits(inc, alert):
             inc = None
         if inc is not None and (
-            not routine or (asset, alert.signature) in inc.evidence or alert.domain not in inc.domains
+            not routine or (asset, signature) in inc.evidence or domain not in inc.domains
         ):
-            if not routine and alert.domain is _SECURITY:
+            if not routine and domain is _SECURITY:
                 other = self._campaign(alert, asset, ts)
                 if other is not None and other.id != inc.id:
                     loser, inc = sorted((inc, other), key=lambda i: (i.opened_at, i.id), reverse=True)
                     self._merge(loser, inc, ts, out)
             if not routine:
-                inc.evidence.add((asset, alert.signature))
+                inc.evidence.add((asset, signature))
             self._join(inc, alert, asset, severity, self._member_note(fam, asset), ts, out)
             inc.raw += self._contribution(inc, alert, severity, fam)
             return
@@ -341,20 +357,20 @@ class Engine:
                 alert, asset, f"late: {self._clock - ts:.0f} s behind the watermark, no open incident on {asset}", out
             )
             return
-        if alert.domain is _OPS and not routine:
-            parent = self._parent_incident(alert.signature, asset, ts)
+        if domain is _OPS and not routine:
+            parent = self._parent_incident(signature, asset, ts)
             if parent is not None:
                 parent.consequences += 1
                 note = f"consequence of {parent.root.asset} {parent.root_signature} (incident {parent.id})"
                 self._join(parent, alert, asset, severity, note, ts, out)
                 return
-        if alert.domain is _OPS:
+        if domain is _OPS:
             sec = self._corroborates(alert, asset, fam, ts)
             if sec is not None:
                 note = f"ops symptom on {asset} during security incident {sec.id} on {sec.root.asset}"
                 self._join(sec, alert, asset, severity, note, ts, out)
                 return
-        if alert.domain is _SECURITY and not routine:
+        if domain is _SECURITY and not routine:
             camp = self._campaign(alert, asset, ts)
             if camp is not None:
                 span = self.cfg.campaign_window
@@ -367,7 +383,7 @@ class Engine:
         warm = (
             self._first is not None
             and ts < self._first + self._warmup
-            and SEVERITY_RANK[severity] < _HIGH_RANK
+            and _RANK[severity] < _HIGH_RANK
             and not findings
             and not flapping
         )
@@ -460,7 +476,7 @@ class Engine:
                 self._close_window(next(iter(self._windows)), out, early=True)
             window = Window(asset=asset, start=ts, last=ts)
             self._windows[asset] = window
-            heapq.heappush(self._window_heap, (ts + self._gap, asset, ts))
+            _heappush(self._window_heap, (ts + self._gap, asset, ts))
         elif len(window.pending) >= self.cfg.max_pending_per_asset:
             self.stats.window_full += 1
             self._noise(
@@ -527,7 +543,7 @@ class Engine:
             out.append(self._decision(alert, asset, _INCIDENT, reason, inc))
         if opening:
             inc.updated_at = ts
-            out.append(inc.event(LifecycleEvent.OPENED, ts))
+            out.append(inc.event(_OPENED_EVENT, ts))
         else:
             self._mark(inc, ts, out)
         self._arm_quiet(inc)
@@ -550,13 +566,13 @@ class Engine:
         out.append(self._decision(alert, asset, _INCIDENT, reason, inc))
         # self._mark(inc, ts, out) and self._arm_quiet(inc), inline: once per joining alert
         if ts - inc.last_emit >= self._interval:
-            out.append(inc.event(LifecycleEvent.UPDATED, ts))
+            out.append(inc.event(_UPDATED_EVENT, ts))
             self._dirty.discard(inc_id)
         else:
             self._dirty.add(inc_id)
         if inc_id not in self._quiet_armed:
             self._quiet_armed.add(inc_id)
-            heapq.heappush(self._quiet_heap, (inc.last_activity + self._quiet, inc_id))
+            _heappush(self._quiet_heap, (inc.last_activity + self._quiet, inc_id))
 
     def _recovery(self, alert: Alert, asset: str, severity: Severity, ts: float, out: list[Output]) -> None:
         inc = self._condition_incident(asset, alert.signature, ts)
@@ -572,7 +588,7 @@ class Engine:
         if inc.all_clear() and not flapping and not inc.flapping and inc.resolved_at is None:
             inc.resolved_at = ts
             inc.note_reason(f"all conditions cleared at {_when(ts)}")
-            out.append(inc.event(LifecycleEvent.RESOLVED, ts))
+            out.append(inc.event(_RESOLVED_EVENT, ts))
             self._dirty.discard(inc.id)
             self._retire(inc)
         else:
@@ -690,7 +706,7 @@ class Engine:
         loser.resolved_at = ts
         loser.updated_at = max(loser.updated_at, ts)
         loser.note_reason(f"merged into {winner.id} (same campaign)")
-        out.append(loser.event(LifecycleEvent.MERGED, ts))
+        out.append(loser.event(_MERGED_EVENT, ts))
         self._dirty.discard(loser.id)
         self._retire(loser)
         for asset in loser.assets:
@@ -708,7 +724,7 @@ class Engine:
         winner.raw += loser.raw
         for sig, n in loser.signatures.items():
             winner.signatures[sig] = winner.signatures.get(sig, 0) + n
-        if SEVERITY_RANK[loser.severity] > SEVERITY_RANK[winner.severity]:
+        if _RANK[loser.severity] > _RANK[winner.severity]:
             winner.severity = loser.severity
         winner.last_activity = max(winner.last_activity, loser.last_activity)
         winner.note_reason(f"absorbed {loser.id} ({loser.alert_count} alerts on {', '.join(loser.assets[:5])})")
@@ -748,7 +764,7 @@ class Engine:
         heap = self._window_heap
         closing: list[tuple[float, str]] = []
         while heap and heap[0][0] <= ts:
-            _, asset, start = heapq.heappop(heap)
+            _, asset, start = _heappop(heap)
             window = self._windows.get(asset)
             if window is None or window.start != start:
                 continue
@@ -756,7 +772,7 @@ class Engine:
             if deadline <= ts:
                 closing.append((deadline, asset))
             else:
-                heapq.heappush(heap, (deadline, asset, start))
+                _heappush(heap, (deadline, asset, start))
         # close in true-deadline order, whatever stale heap entries said (restores match)
         for _, asset in sorted(set(closing)):
             self._close_window(asset, out)
@@ -764,14 +780,14 @@ class Engine:
         quiet: list[tuple[float, str]] = []
         armed = self._quiet_armed
         while qheap and qheap[0][0] <= ts:
-            _, inc_id = heapq.heappop(qheap)
+            _, inc_id = _heappop(qheap)
             armed.discard(inc_id)
             inc = self._incidents.get(inc_id)
             if inc is None or inc.resolved_at is not None:
                 continue
             due = inc.last_activity + self._quiet
             if due > ts:
-                heapq.heappush(qheap, (due, inc_id))
+                _heappush(qheap, (due, inc_id))
                 armed.add(inc_id)
                 continue
             quiet.append((due, inc_id))
@@ -781,7 +797,7 @@ class Engine:
             inc.resolved_at = due
             inc.updated_at = max(inc.updated_at, due)
             inc.note_reason(f"quiet for {self.cfg.quiet_period} after {_when(inc.last_activity)}")
-            out.append(inc.event(LifecycleEvent.RESOLVED, due))
+            out.append(inc.event(_RESOLVED_EVENT, due))
             self._dirty.discard(inc_id)
             self._retire(inc)
         if self._dirty:
@@ -789,7 +805,7 @@ class Engine:
                 inc = self._incidents[inc_id]
                 if inc.last_emit + self._interval <= ts:
                     if inc.dirty:
-                        out.append(inc.event(LifecycleEvent.UPDATED, ts))
+                        out.append(inc.event(_UPDATED_EVENT, ts))
                     self._dirty.discard(inc_id)
         if self._prune_heap and self._prune_heap[0][0] <= ts:
             self._prune(ts)
@@ -805,7 +821,7 @@ class Engine:
     def _retire(self, inc: IncidentState) -> None:
         """The incident resolved or merged: forget it `retain_resolved` later (when set)."""
         if self._retain is not None and inc.resolved_at is not None:
-            heapq.heappush(self._prune_heap, (inc.resolved_at + self._retain, inc.id))
+            _heappush(self._prune_heap, (inc.resolved_at + self._retain, inc.id))
 
     def _prune(self, ts: float) -> None:
         """Forget incidents resolved (or merged) more than `retain_resolved` ago, and every index entry
@@ -813,7 +829,7 @@ class Engine:
         assert self._retain is not None
         heap = self._prune_heap
         while heap and heap[0][0] <= ts:
-            _, inc_id = heapq.heappop(heap)
+            _, inc_id = _heappop(heap)
             inc = self._incidents.get(inc_id)
             if inc is None or inc.resolved_at is None or inc.resolved_at + self._retain > ts:
                 continue  # pruned already, reopened, or resolved again later (a newer entry exists)
@@ -878,11 +894,11 @@ class Engine:
         """
         if inc.id not in self._quiet_armed:
             self._quiet_armed.add(inc.id)
-            heapq.heappush(self._quiet_heap, (inc.last_activity + self._quiet, inc.id))
+            _heappush(self._quiet_heap, (inc.last_activity + self._quiet, inc.id))
 
     def _mark(self, inc: IncidentState, ts: float, out: list[Output]) -> None:
         if ts - inc.last_emit >= self._interval:
-            out.append(inc.event(LifecycleEvent.UPDATED, ts))
+            out.append(inc.event(_UPDATED_EVENT, ts))
             self._dirty.discard(inc.id)
         else:
             self._dirty.add(inc.id)
@@ -895,9 +911,9 @@ class Engine:
     ) -> Decision:
         # every value is the validated alert's, the engine's own enum, or its text
         return trusted(
-            Decision,
+            _DECISION,
             {
-                "schema_version": SCHEMA_VERSION,
+                "schema_version": _VERSION,
                 "alert_id": alert.id,
                 "disposition": disposition,
                 "incident_id": inc.id if inc is not None else None,
@@ -926,14 +942,20 @@ class Engine:
         if inc.alert_count == self._caps_pair[0] + 1:
             self.stats.incidents_capped += 1
 
-    def _remember(self, alert_id: str) -> None:
+    def _remember(self, alert_id: str) -> bool:
+        """Remember an id; False if it was remembered already (a redelivery)."""
         seen, order = self._seen, self._seen_order
-        if len(order) != len(seen):  # `_seen` was replaced (a restore): take its order
-            order = self._memory_order()
-        seen[alert_id] = None
-        order.append(alert_id)
+        held = len(seen)
+        seen.setdefault(alert_id, None)  # one lookup in a large table, not two
+        if len(seen) == held:
+            return False
+        if len(order) != held:  # `_seen` was replaced (a restore): take its order, new id included
+            order = self._seen_order = deque(seen)
+        else:
+            order.append(alert_id)
         self._seen_total += 1
         if len(seen) > self._max_seen:
             # oldest first through the deque: `next(iter(seen))` on a dict emptied from the
             # front walks every hole left behind (~50 µs an alert at 200k ids, more beyond)
             del seen[order.popleft()]
+        return True

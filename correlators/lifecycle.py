@@ -6,8 +6,9 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from operator import itemgetter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
+from schemas.epoch import epoch_seconds
 from schemas.models import (
     SEVERITY_RANK,
     Alert,
@@ -28,18 +29,26 @@ if TYPE_CHECKING:
 
 __all__ = ["IncidentState", "incident_id", "kind_of", "to_dt"]
 
-# enum members as module constants (a class attribute lookup through the enum metaclass costs
-# ~65 ns, and these are asked per alert)
-_RANK = SEVERITY_RANK
-_COUNT = itemgetter(1)
-_FIRING = Status.FIRING
-_SECURITY, _OPS = Domain.SECURITY, Domain.OPS
-_CONVERGED, _SEC_KIND, _OPERATIONAL = IncidentKind.CONVERGED, IncidentKind.SECURITY, IncidentKind.OPERATIONAL
+# Enum members as module constants (a class attribute lookup through the enum metaclass costs
+# ~65 ns, and these are asked per alert). `Final`: compiled, a C static instead of a lookup in
+# the module's dict.
+_RANK: Final = SEVERITY_RANK
+_COUNT: Final = itemgetter(1)
+_FIRING: Final = Status.FIRING
+_SECURITY: Final = Domain.SECURITY
+_OPS: Final = Domain.OPS
+_CONVERGED: Final = IncidentKind.CONVERGED
+_SEC_KIND: Final = IncidentKind.SECURITY
+_OPERATIONAL: Final = IncidentKind.OPERATIONAL
+_TIMELINE_ENTRY: Final = TimelineEntry
+_INCIDENT_EVENT: Final = IncidentEvent
+_UTC: Final = UTC
+_fromtimestamp: Final = datetime.fromtimestamp
 
 
 def to_dt(ts: float) -> datetime:
     """Epoch seconds -> UTC datetime."""
-    return datetime.fromtimestamp(ts, tz=UTC)
+    return _fromtimestamp(ts, _UTC)
 
 
 def incident_id(asset: str, opened: float, first_alert_id: str) -> str:
@@ -66,7 +75,7 @@ def _teams(domains: set[Domain]) -> set[str]:
     return teams
 
 
-_NEXT_STEP = {
+_NEXT_STEP: Final = {
     IncidentKind.SECURITY: "Triage on {asset}: review the timeline; if confirmed, isolate the "
     "host and reset credentials it holds.",
     IncidentKind.CONVERGED: "Joint SOC+NOC triage on {asset}: security evidence coincides with "
@@ -123,7 +132,7 @@ class IncidentState:
         """Record one member alert (`ts`: its time as epoch seconds, when the caller has it)."""
         max_ids, max_timeline = caps
         if ts is None:
-            ts = alert.time.timestamp()
+            ts = epoch_seconds(alert.time)
         self.alert_count += 1
         self.domains.add(alert.domain)
         if _RANK[severity] > _RANK[self.severity]:
@@ -140,7 +149,7 @@ class IncidentState:
             # every value is the validated alert's, the engine's resolved asset and its own text
             timeline.append(
                 trusted(
-                    TimelineEntry,
+                    _TIMELINE_ENTRY,
                     {
                         "time": alert.time,
                         "asset": asset,
@@ -206,7 +215,7 @@ class IncidentState:
         base = self.snapshot()
         # the snapshot is validated; the rest are validated ids, timeline entries and counts
         return trusted(
-            IncidentEvent,
+            _INCIDENT_EVENT,
             {
                 **base.__dict__,
                 "event": kind,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Final
 
 from schemas.models import Alert, Severity
 from schemas.rules import (
@@ -26,7 +27,7 @@ from schemas.rules import (
 __all__ = ["Finding", "RuleSet", "MAX_GROUP_EVENTS"]
 
 MAX_GROUP_EVENTS = 10_000
-_MEMO_SIZE = 65_536
+_MEMO_SIZE: Final = 65_536
 _CorrRule = ThresholdRule | DistinctRule | SequenceRule
 # (first suppression rule, severity override, the correlation rules the alert matches in order,
 # each with the steps it matches for a sequence rule, () for a counting rule)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Set
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from pydantic_core import to_jsonable_python
 
@@ -17,6 +17,7 @@ from correlators.scoring import (
     TACTIC_BONUS,
     repeat_bonus,
 )
+from schemas.epoch import epoch_seconds
 from schemas.models import Alert, Domain, Severity, Status
 
 __all__ = ["Evidence", "Waiting", "Window", "DIVERSITY_MIN"]
@@ -25,13 +26,13 @@ __all__ = ["Evidence", "Waiting", "Window", "DIVERSITY_MIN"]
 DIVERSITY_MIN = 0.2
 
 _T = TypeVar("_T", bound=Hashable)
-_EMPTY: frozenset[str] = frozenset()
-_NO_DOMAINS: frozenset[Domain] = frozenset()
+_EMPTY: Final[frozenset[str]] = frozenset()
+_NO_DOMAINS: Final[frozenset[Domain]] = frozenset()
 # A window's detectors, domains and tactics are a handful of the same few values, so windows
 # share one immutable set per combination (an empty set costs 216 bytes; most assets have a
 # window). Bounded: the values come from the input.
-_SHARED: dict[tuple[frozenset[object], object], frozenset[object]] = {}
-_MAX_SHARED = 4096
+_SHARED: Final[dict[tuple[frozenset[object], object], frozenset[object]]] = {}
+_MAX_SHARED: Final = 4096
 
 
 def _plus(current: Set[_T], item: _T) -> Set[_T]:
@@ -106,7 +107,7 @@ class Window:
     def add(self, alert: Alert, severity: Severity, novelty: float, note: str) -> None:
         """Add a waiting alert with its novelty factor (0 = routine, 1 = never seen)."""
         self.pending.append(Waiting(alert, severity))
-        ts = alert.time.timestamp()
+        ts = epoch_seconds(alert.time)
         self.last = max(self.last, ts)
         ev = self.evidence.get(alert.signature)
         if ev is None:

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from pydantic import BaseModel
 
 __all__ = ["trusted"]
 
 _M = TypeVar("_M", bound=BaseModel)
-_new = object.__new__
-_set = object.__setattr__
-_FIELD_SETS: dict[type[BaseModel], set[str]] = {}
+_new: Final = object.__new__
+_set: Final = object.__setattr__
+_FIELD_SETS: Final[dict[type[BaseModel], set[str]]] = {}
 
 
 def trusted(cls: type[_M], values: dict[str, Any]) -> _M:

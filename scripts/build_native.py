@@ -36,7 +36,7 @@ from schemas.native import LIBRARY_DIR, MANIFEST, PURE_ENV, SOURCE_PACKAGES, sou
 COMPILED = {
     "correlators": ("*.py",),
     "schemas.adapters": ("*.py",),
-    "schemas": ("severity.py", "trusted.py"),
+    "schemas": ("epoch.py", "severity.py", "trusted.py"),
     # the stream's per-record transforms (no Kafka client in them)
     "streams": ("decoder.py", "partition.py", "records.py", "reorder.py"),
 }

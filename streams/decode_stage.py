@@ -24,6 +24,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from correlators.identity import Identity
 from schemas.context import Asset, Change, Feedback
+from schemas.epoch import epoch_seconds
 from streams.decoder import Decoder, InputRecord, Routed
 from streams.health import Health
 from streams.kafka import BatchSender, Sent, key_partition, make_consumer, make_producer
@@ -273,7 +274,7 @@ class DecodeStage(Stage):
                     if isinstance(item, AlertItem):
                         self.metrics.observe_alert(item.alert)
                         if clock is not None:
-                            clock.observe(now, item.alert.time.timestamp())
+                            clock.observe(now, epoch_seconds(item.alert.time))
                     elif clock is not None:
                         clock.observe(now, None)
                     if entry.partition is None or entry.broadcast:

@@ -20,10 +20,12 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Final
 
 import orjson
 
 from correlators.types import Correlator, Earlier, Output
+from schemas.epoch import epoch_seconds
 from schemas.errors import SnapshotError
 from schemas.models import Decision
 from streams.records import (
@@ -41,7 +43,7 @@ from streams.reorder import Reorder
 
 __all__ = ["Processor", "SourceMark", "Snapshotter", "effective_watermark"]
 
-_FORMAT = 1
+_FORMAT: Final = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +142,7 @@ class Processor:
 
     def _alert(self, item: AlertItem, out: list[Emitted]) -> None:
         """Exactly what `socnoc replay` does with an alert: advance to its time, then decide."""
-        ts = item.alert.time.timestamp()
+        ts = epoch_seconds(item.alert.time)
         if self.watermark is None or ts > self.watermark:
             self.watermark = ts
             out.extend(self._advance(item.alert.time))

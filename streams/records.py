@@ -14,7 +14,7 @@ import base64
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from pydantic import BaseModel, ValidationError
@@ -253,7 +253,7 @@ def header(headers: object, name: str) -> bytes | None:
     return None
 
 
-_KINDS = {k.value.encode(): k for k in Kind}
+_KINDS: Final = {k.value.encode(): k for k in Kind}
 
 
 def decode_item(value: bytes | None, headers: object) -> Item:

@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from schemas.epoch import epoch_seconds
 from schemas.models import Alert
 from streams.records import AlertItem
 
@@ -63,7 +64,7 @@ class Reorder:
 
     def push(self, item: AlertItem) -> Iterator[AlertItem]:
         """Take one alert; yields the alerts now due, oldest first (possibly this one)."""
-        ts = item.alert.time.timestamp()
+        ts = epoch_seconds(item.alert.time)
         if item.source is not None:
             known = self.sources.get(item.source)
             mark = ts if known is None else max(known.watermark, ts)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from typing import Final
 
 from schemas.adapters.base import ParseContext, Parsed, decode_text
 from schemas.adapters.csvline import CsvLayout, join_cells
@@ -22,12 +23,12 @@ __all__ = ["AitAdsAdapter", "AITADS_COLUMNS", "LABEL_COLUMNS"]
 
 AITADS_COLUMNS = ("time", "name", "ip", "host", "short", "time_label", "event_label")
 LABEL_COLUMNS = frozenset({"time_label", "event_label"})
-_SOURCES = {"wazuh": "wazuh", "suricata": "suricata", "aminer": "aminer"}
+_SOURCES: Final = {"wazuh": "wazuh", "suricata": "suricata", "aminer": "aminer"}
 # Detectors here report on security logs and on system metrics alike; an alert about a
 # resource metric (CPU, memory, disk, load) is an operations signal, whoever raised it.
-_OPS_TERMS = re.compile(r"\b(cpu|memory|disk|load average|swap)\b", re.IGNORECASE)
-_MAX_NAMES = 4096  # remembered distinct `name` cells (bounded: names come from the input)
-_MAX_SHARED = 16_384  # remembered signature strings
+_OPS_TERMS: Final = re.compile(r"\b(cpu|memory|disk|load average|swap)\b", re.IGNORECASE)
+_MAX_NAMES: Final = 4096  # remembered distinct `name` cells (bounded: names come from the input)
+_MAX_SHARED: Final = 16_384  # remembered signature strings
 
 
 class AitAdsAdapter:

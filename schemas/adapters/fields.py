@@ -7,7 +7,7 @@ into `MissingField`, `BadValue` and `BadTimestamp` so no `KeyError`/`TypeError` 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from pydantic import ValidationError
@@ -174,12 +174,12 @@ def str_list(value: Any, name: str) -> tuple[str, ...]:
 
 # `Alert(**fields)` without the keyword-argument round trip of `BaseModel.__init__`: the
 # same validator, the same checks.
-_validate_alert = Alert.__pydantic_validator__.validate_python
+_validate_alert: Final = Alert.__pydantic_validator__.validate_python
 # Pydantic gives every instance its own set of the field names it was given (728 bytes for
 # an adapter's nine): alerts built from the same names share one. Alerts are frozen, so the
 # set is never written; a handful of call sites give a handful of name lists.
-_FIELDS_SETS: dict[tuple[str, ...], set[str]] = {}
-_set_attr = object.__setattr__
+_FIELDS_SETS: Final[dict[tuple[str, ...], set[str]]] = {}
+_set_attr: Final = object.__setattr__
 
 
 def make_alert(**fields: Any) -> Alert:

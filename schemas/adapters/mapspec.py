@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from schemas.adapters.base import ParseContext, epoch_to_datetime
 from schemas.adapters.fields import parse_epoch_text, parse_time_text
@@ -82,8 +82,8 @@ def _severity(value: Any, name: str, ctx: ParseContext | None = None) -> Severit
 
 
 # the exact values first: a dict lookup, where calling the enum takes ~0.5 µs
-_DOMAINS = {d.value: d for d in Domain}
-_STATUSES = {s.value: s for s in Status}
+_DOMAINS: Final = {d.value: d for d in Domain}
+_STATUSES: Final = {s.value: s for s in Status}
 
 
 def _domain(value: Any, name: str, ctx: ParseContext | None = None) -> Domain | None:
@@ -114,7 +114,7 @@ def _status(value: Any, name: str, ctx: ParseContext | None = None) -> Status | 
 
 # (value, field name, context) -> the Alert field's value, None when absent or empty
 Converter = Callable[[Any, str, ParseContext], Any]
-_CONVERTERS: dict[str, Converter] = {
+_CONVERTERS: Final[dict[str, Converter]] = {
     "time": _time,
     "end": _time,
     "severity": _severity,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import Final, final
 
 from schemas.adapters.aitads import AitAdsAdapter
 from schemas.adapters.alertmanager import AlertmanagerAdapter
@@ -62,15 +62,31 @@ FORMATS: tuple[str, ...] = tuple(_FACTORIES)
 CSV_FORMATS = frozenset({"aitads", "csv"})
 
 
-class RawRecord(NamedTuple):
+@final
+class RawRecord:
     """One record of a file: its id (`<basename>:<line>`), 1-based line and bytes.
 
-    Immutable; a named tuple because one is made per line (a frozen dataclass cost 0.5 µs).
+    Never changed once made (`Final`). One is made per line: a plain class, which compiled
+    costs ~20 ns to make (a named tuple ~150, a frozen dataclass ~400).
     """
 
-    record_id: str
-    line: int
-    raw: bytes
+    __slots__ = ("record_id", "line", "raw")
+
+    def __init__(self, record_id: str, line: int, raw: bytes) -> None:
+        self.record_id: Final = record_id
+        self.line: Final = line
+        self.raw: Final = raw
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RawRecord):
+            return NotImplemented
+        return (self.record_id, self.line, self.raw) == (other.record_id, other.line, other.raw)
+
+    def __hash__(self) -> int:
+        return hash((self.record_id, self.line, self.raw))
+
+    def __repr__(self) -> str:
+        return f"RawRecord({self.record_id!r}, {self.line!r}, {self.raw!r})"
 
 
 def get_adapter(name: str, options: dict[str, str] | None = None) -> Adapter:

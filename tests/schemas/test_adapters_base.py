@@ -71,3 +71,13 @@ def test_small_converters() -> None:
     assert str_list(["a", "", "a", "b"], "l") == ("a", "b")
     with pytest.raises(BadValue):
         str_list([1], "l")
+
+
+def test_a_parse_context_has_its_defaults_and_says_what_it_holds() -> None:
+    ctx = ParseContext("topic:0:7")
+    assert (ctx.record_id, ctx.transport_time, ctx.default_tz, ctx.max_bytes) == ("topic:0:7", None, UTC, 1024 * 1024)
+    assert dict(ctx.options) == {}
+    when = datetime(2024, 5, 1, tzinfo=UTC)
+    given = ParseContext(record_id="r", transport_time=when, default_tz=UTC, max_bytes=10, options={"k": "v"})
+    assert (given.transport_time, given.max_bytes, dict(given.options)) == (when, 10, {"k": "v"})
+    assert repr(ctx).startswith("ParseContext(record_id='topic:0:7', transport_time=None")

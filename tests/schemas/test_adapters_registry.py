@@ -152,3 +152,13 @@ def test_every_adapter_rejects_oversized_and_non_utf8(fmt: str) -> None:
 def test_json_adapters_reject_truncated_and_wrong_json(fmt: str, raw: bytes) -> None:
     with pytest.raises(DecodeError):
         get_adapter(fmt, {}).parse(raw, ParseContext(record_id="x"))
+
+
+def test_a_record_is_a_value() -> None:
+    record = RawRecord("in.log:3", 3, b"x")
+    assert record == RawRecord("in.log:3", 3, b"x")
+    assert hash(record) == hash(RawRecord("in.log:3", 3, b"x"))
+    assert record != RawRecord("in.log:3", 3, b"y")
+    assert record != ("in.log:3", 3, b"x")
+    assert (record.record_id, record.line, record.raw) == ("in.log:3", 3, b"x")
+    assert repr(record) == "RawRecord('in.log:3', 3, b'x')"
