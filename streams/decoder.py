@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
@@ -34,29 +33,46 @@ FORMAT_HEADER = "socnoc-format"  # set by the ingest gateway: which adapter read
 BROADCAST = -1
 
 
-# Not frozen: one is built per record, and a frozen dataclass costs ~4x to construct
-# (0.73 against 0.17 µs with six fields, measured); nothing changes it after.
-@dataclass(slots=True)
+# Plain classes, built per record and never changed after: compiled, one costs ~20 ns to
+# make, where a dataclass's `__init__` stays interpreted (~160 ns; a frozen one ~4x that).
 class Routed:
     """An item and its destination: a key (hashed to a partition), a partition, or all."""
 
-    item: Item
-    key: bytes | None
-    broadcast: bool = False
-    partition: int | None = None
+    __slots__ = ("item", "key", "broadcast", "partition")
+
+    def __init__(self, item: Item, key: bytes | None, broadcast: bool = False, partition: int | None = None) -> None:
+        self.item = item
+        self.key = key
+        self.broadcast = broadcast
+        self.partition = partition
+
+    def __repr__(self) -> str:
+        return f"Routed({self.item!r}, {self.key!r}, broadcast={self.broadcast!r}, partition={self.partition!r})"
 
 
-# Not frozen, like Routed (built per record).
-@dataclass(slots=True)
 class InputRecord:
     """The parts of a Kafka record the decoder reads."""
 
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int | None
-    value: bytes | None
-    headers: Any = ()  # (not `object`: a compiled dataclass cannot resolve that name)
+    __slots__ = ("topic", "partition", "offset", "timestamp_ms", "value", "headers")
+
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        timestamp_ms: int | None,
+        value: bytes | None,
+        headers: Any = (),
+    ) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.timestamp_ms = timestamp_ms
+        self.value = value
+        self.headers = headers
+
+    def __repr__(self) -> str:
+        return f"InputRecord({self.topic!r}, {self.partition!r}, {self.offset!r}, {self.timestamp_ms!r}, ...)"
 
 
 class Decoder:
