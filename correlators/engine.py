@@ -284,7 +284,7 @@ class Engine:
     def advance(self, watermark: datetime) -> list[Output]:
         """Move event time forward (idle partitions): close windows, resolve quiet incidents."""
         out: list[Output] = []
-        ts = watermark.timestamp()
+        ts = epoch_seconds(watermark)
         if ts > self._clock:
             self._advance(ts, out)
         return out

@@ -31,7 +31,10 @@ _MEMO_SIZE: Final = 65_536
 _CorrRule = ThresholdRule | DistinctRule | SequenceRule
 # (first suppression rule, severity override, the correlation rules the alert matches in order,
 # each with the steps it matches for a sequence rule, () for a counting rule)
-_Profile = tuple[SuppressRule | None, tuple[Severity, str] | None, tuple[tuple[_CorrRule, tuple[bool, ...]], ...]]
+# (suppression, severity override, matching correlation rules with their steps matched and group fields)
+_Profile = tuple[
+    SuppressRule | None, tuple[Severity, str] | None, tuple[tuple[_CorrRule, tuple[bool, ...], tuple[str, ...]], ...]
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,17 +47,18 @@ class Finding:
     detail: str
 
 
-def _group_key(rule: ThresholdRule | DistinctRule | SequenceRule, alert: Alert, asset: str) -> str | None:
-    """The rule's group for this alert; None when a grouping field is absent (rule skipped)."""
-    if len(rule.group_by) == 1:  # the usual case, without building a list and joining it
-        field = rule.group_by[0]
+def _group_key(group_by: tuple[str, ...], alert: Alert, asset: str) -> str | None:
+    """A rule's group (its `group_by` fields) for this alert; None when a grouping field is
+    absent (rule skipped)."""
+    if len(group_by) == 1:  # the usual case, without building a list and joining it
+        field = group_by[0]
         if field == "asset":
             return asset
         if field == "src_ip":
             return alert.src_ip or None
         return alert.signature if field == "signature" else alert.source
     parts = []
-    for field in rule.group_by:
+    for field in group_by:
         if field == "asset":
             parts.append(asset)
         elif field == "src_ip":
@@ -244,14 +248,15 @@ class RuleSet:
                 self._memo.clear()
             suppress = next((r for r in self._suppress if r.match.matches(alert)), None)
             severity = next(((r.severity, r.id) for r in self._severity if r.match.matches(alert)), None)
-            corr: list[tuple[_CorrRule, tuple[bool, ...]]] = []
+            # each rule's group fields go with it: read once, not from the rule model per alert
+            corr: list[tuple[_CorrRule, tuple[bool, ...], tuple[str, ...]]] = []
             for r in self._corr:
                 if isinstance(r, SequenceRule):
                     steps = tuple(st.matches(alert) for st in r.steps)
                     if True in steps:  # no step matches: the group's progress cannot change
-                        corr.append((r, steps))
+                        corr.append((r, steps, tuple(r.group_by)))
                 elif r.match.matches(alert):
-                    corr.append((r, ()))
+                    corr.append((r, (), tuple(r.group_by)))
             profile = self._memo[key] = (suppress, severity, tuple(corr))
         self._last_alert, self._last_profile = alert, profile
         return profile
@@ -270,8 +275,8 @@ class RuleSet:
         found: list[Finding] = []
         if not self._corr:
             return found
-        for rule, steps in self._profile(alert)[2]:
-            group = _group_key(rule, alert, asset)
+        for rule, steps, group_by in self._profile(alert)[2]:
+            group = _group_key(group_by, alert, asset)
             if group is None:  # a grouping field is absent: the rule skips the alert
                 continue
             if isinstance(rule, SequenceRule):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Hashable, Set
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, TypeVar
 
@@ -96,19 +95,36 @@ class Evidence:
         return f"Evidence({self.weight!r}, {self.count!r}, {self.note!r})"
 
 
-@dataclass(slots=True)
 class Window:
-    """One asset's open evidence window."""
+    """One asset's open evidence window (a plain class: compiled, its `__init__` is native,
+    where a dataclass's stays interpreted)."""
 
-    asset: str
-    start: float
-    last: float
-    pending: list[Waiting] = field(default_factory=list)
-    evidence: dict[str, Evidence] = field(default_factory=dict)
-    sources: Set[str] = _EMPTY
-    domains: Set[Domain] = _NO_DOMAINS
-    tactics: Set[str] = _EMPTY
-    findings: list[tuple[str, float]] = field(default_factory=list)
+    __slots__ = ("asset", "start", "last", "pending", "evidence", "sources", "domains", "tactics", "findings")
+
+    def __init__(
+        self,
+        asset: str,
+        start: float,
+        last: float,
+        pending: list[Waiting] | None = None,
+        evidence: dict[str, Evidence] | None = None,
+        sources: Set[str] = _EMPTY,
+        domains: Set[Domain] = _NO_DOMAINS,
+        tactics: Set[str] = _EMPTY,
+        findings: list[tuple[str, float]] | None = None,
+    ) -> None:
+        self.asset = asset
+        self.start = start
+        self.last = last
+        self.pending: list[Waiting] = [] if pending is None else pending
+        self.evidence: dict[str, Evidence] = {} if evidence is None else evidence
+        self.sources = sources
+        self.domains = domains
+        self.tactics = tactics
+        self.findings: list[tuple[str, float]] = [] if findings is None else findings
+
+    def __repr__(self) -> str:
+        return f"Window({self.asset!r}, start={self.start!r}, last={self.last!r}, pending={len(self.pending)})"
 
     def add(self, alert: Alert, severity: Severity, novelty: float, note: str) -> None:
         """Add a waiting alert with its novelty factor (0 = routine, 1 = never seen)."""
