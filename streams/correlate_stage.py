@@ -449,7 +449,7 @@ class CorrelateStage(Stage):
         assert producer is not None
         sender = BatchSender(producer)
         now_ms = time.time() * 1000
-        touched: set[TopicPartition] = set()
+        touched: set[int] = set()
         local = self._local
         n = min(len(local), self.settings.batch_max_records)
         used = 0
@@ -468,11 +468,11 @@ class CorrelateStage(Stage):
             else:
                 st.handed[entry.offset] = entry.value
             await self._record(sender, st, entry.offset, entry.item, now_ms)
-            touched.add(TopicPartition(self._topic, entry.partition))
+            touched.add(entry.partition)  # (a TopicPartition per record was 0.8% of the worker)
             used += 1
         self.state.records += used
         self.state.from_memory += used
-        await self._sent(sender, touched)
+        await self._sent(sender, [TopicPartition(self._topic, p) for p in touched])
 
     def _handed_back(self, st: PartitionState, offset: int, value: bytes | None) -> None:
         """The consumer delivered a record already processed from memory: it must be the
