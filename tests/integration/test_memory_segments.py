@@ -120,6 +120,66 @@ async def test_a_checkpoint_stores_the_memory_in_segments_and_a_restore_reads_it
         await reader.stop()
 
 
+async def test_segments_are_written_as_they_fill_between_checkpoints(
+    names: Names, workers: Callable[..., WorkerProcess], producer: AIOKafkaProducer
+) -> None:
+    """No checkpoint falls due in this run (an hour apart): the memory's segments are written
+    as they fill all the same, and the stop's checkpoint refers to them instead of holding
+    their ids, so a checkpoint pause encodes and writes only the newest ids."""
+    env = names.worker_env(
+        SOCNOC_INPUTS=orjson.dumps({names.alerts: {"format": "aitads"}}).decode(),
+        SOCNOC_CHECKPOINT_INTERVAL="3600",
+        SOCNOC_MEMORY_SEGMENT_IDS=str(SEGMENT),
+        SOCNOC_IDLE_TIMEOUT="2",
+    )
+    worker = workers(env)
+    await worker.wait_partitions()
+    _, rows = aitads_rows()
+    values = [row for _, row in rows[:1000]]
+    sent: list[str] = []
+    settings = names.settings().model_copy(update={"memory_segment_ids": SEGMENT})
+    reader = AIOKafkaConsumer(bootstrap_servers=names.bootstrap, group_id=None, enable_auto_commit=False)
+    await reader.start()
+    try:
+        store = CheckpointStore(reader, producer, topic=settings.checkpoint_topic(), output_topics=[])
+        tp = TopicPartition(settings.checkpoint_topic(), 0)  # the engine of `partition_by=single`
+
+        async def records() -> list[tuple[int, bytes | None, bytes | None]]:
+            end = (await high_watermarks(reader, [tp]))[tp]
+            return await store._read(tp, 0, end) if end else []
+
+        async with Tail(names.bootstrap, names.decisions) as tail:
+            await produce_paced(producer, names.alerts, values, sent, 2000)
+            await until(lambda: len(tail.records[names.decisions]) >= len(values), 120, "every alert decided", worker)
+            assert_decided_once(tail.values(names.decisions), set(sent))
+
+        async def sealed() -> bool:  # every full segment, written before the stop
+            keys = [key for _, key, _ in await records() if key is not None and b"/seen/" in key]
+            return len(keys) == len(values) // SEGMENT
+
+        await until(sealed, 30, "the full segments written", worker)
+        before_stop = await records()
+        segments = {key for _, key, _ in before_stop if key is not None and b"/seen/" in key}
+        checkpoints = [key for _, key, _ in before_stop if key is not None and b"/seen/" not in key]
+        assert len(checkpoints) <= 1  # (the one an assignment may write): none fell due
+        assert worker.terminate() == 0
+
+        newest = await _newest(store, 0, lambda what: pytest.fail(what))
+        assert {ref.key(0) for ref in newest.memory} == segments
+        state = zlib.decompress(newest.state or b"")
+        size = int.from_bytes(state[:4], "big")
+        own = orjson.loads(state[4 + size + 1 :])["seen"]
+        assert len(own) < 2 * SEGMENT  # (only the ids after the segments it refers to)
+        snap = snapshotter(settings, worker_context(settings))
+        engine = Processor.load(newest.state or b"", snap, await store.memory(newest)).correlator
+        assert isinstance(engine, Engine)
+        first, end = engine.memory_span()
+        assert (first, end) == (0, len(values))
+        assert set(engine.memory_ids(first, end)) == set(sent)
+    finally:
+        await reader.stop()
+
+
 async def _newest(store: CheckpointStore, partition: int, on_unreadable: Callable[[str], None]) -> Checkpoint:
     async with contextlib.aclosing(store.history(partition, on_unreadable)) as checkpoints:
         async for checkpoint in checkpoints:
