@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from operator import itemgetter
 from typing import TYPE_CHECKING, Final
 
 from schemas.epoch import epoch_seconds
+from schemas.epoch import utc_datetime as to_dt
 from schemas.models import (
     SEVERITY_RANK,
     Alert,
@@ -42,13 +42,8 @@ _SEC_KIND: Final = IncidentKind.SECURITY
 _OPERATIONAL: Final = IncidentKind.OPERATIONAL
 _TIMELINE_ENTRY: Final = TimelineEntry
 _INCIDENT_EVENT: Final = IncidentEvent
-_UTC: Final = UTC
-_fromtimestamp: Final = datetime.fromtimestamp
 
 
-def to_dt(ts: float) -> datetime:
-    """Epoch seconds -> UTC datetime."""
-    return _fromtimestamp(ts, _UTC)
 
 
 def incident_id(asset: str, opened: float, first_alert_id: str) -> str:

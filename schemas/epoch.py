@@ -1,4 +1,4 @@
-"""Event time as epoch seconds, for the record in hand (compiled with the core: see schemas/native.py).
+"""Event time as epoch seconds and back (compiled with the core: see schemas/native.py).
 
 An alert's time is asked as epoch seconds at each step of the stream (the partition, the
 reorder buffer, the engine, its window): `datetime.timestamp()` costs ~0.1 µs each time. The
@@ -8,10 +8,14 @@ for an identity check. Adapters also share one datetime between records of the s
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Final, final
 
-__all__ = ["epoch_seconds"]
+__all__ = ["epoch_seconds", "utc_datetime"]
+
+# `Final`: compiled, C statics instead of lookups in the module's dict
+_UTC: Final = UTC
+_fromtimestamp: Final = datetime.fromtimestamp
 
 
 @final
@@ -40,3 +44,8 @@ def epoch_seconds(moment: datetime) -> float:
     last.moment = moment
     last.seconds = seconds
     return seconds
+
+
+def utc_datetime(seconds: float) -> datetime:
+    """Epoch seconds -> UTC datetime (no range check: `epoch_to_datetime` is the one for input)."""
+    return _fromtimestamp(seconds, _UTC)

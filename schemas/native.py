@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "DEFAULT_DIR",
     "DIR_ENV",
     "LIBRARY_DIR",
     "MANIFEST",
@@ -44,6 +45,7 @@ PURE_ENV = "SOCNOC_PURE_PYTHON"  # set (not "0" or empty): always run the source
 DIR_ENV = "SOCNOC_NATIVE_DIR"  # where the build is; default <project>/build/native
 SOURCE_ROOT = Path(__file__).resolve().parent.parent  # holds the packages
 SOURCE_PACKAGES = ("correlators", "schemas", "streams")  # every .py file under these is part of a build's identity
+DEFAULT_DIR = SOURCE_ROOT / "build" / "native"  # where `make` builds (`DIR_ENV` unset)
 
 _active: list[str] = []  # packages whose compiled modules this process imports
 
@@ -51,7 +53,7 @@ _active: list[str] = []  # packages whose compiled modules this process imports
 def native_dir() -> Path:
     """The directory a build is read from."""
     given = os.environ.get(DIR_ENV)
-    return Path(given) if given else SOURCE_ROOT / "build" / "native"
+    return Path(given) if given else DEFAULT_DIR
 
 
 def source_digests(root: Path = SOURCE_ROOT) -> dict[str, str]:

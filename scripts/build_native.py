@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from schemas.native import LIBRARY_DIR, MANIFEST, PURE_ENV, SOURCE_PACKAGES, source_digests  # noqa: E402
+from schemas.native import DEFAULT_DIR, LIBRARY_DIR, MANIFEST, PURE_ENV, SOURCE_PACKAGES, source_digests  # noqa: E402
 
 # package -> its modules that are compiled (pydantic models are not: mypyc cannot build them)
 COMPILED = {
@@ -112,7 +112,7 @@ def build(out: Path) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="build_native.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "build" / "native")
+    parser.add_argument("--out", type=Path, default=DEFAULT_DIR)
     args = parser.parse_args()
     return build(args.out.resolve())
 

@@ -41,6 +41,7 @@ __all__ = [
     "MemoryRef",
     "MemoryPlan",
     "plan_memory",
+    "sealed_to",
     "expire_retired",
     "encode_segment",
     "decode_segment",
@@ -182,12 +183,18 @@ class MemoryPlan:
     memory_from: int
 
 
+def sealed_to(refs: list[MemoryRef], first: int) -> int:
+    """Where the segments still needed end (`refs` in order, the memory from `first` on): the
+    next segment starts there."""
+    return refs[-1].end if refs and refs[-1].end > first else first
+
+
 def plan_memory(refs: list[MemoryRef], first: int, end: int, size: int) -> MemoryPlan:
     """`refs`: the segments written and acknowledged so far; the memory holds positions
     `[first, end)`."""
     kept = [r for r in refs if r.end > first]
     dropped = [r for r in refs if r.end <= first]
-    memory_from = sealed = kept[-1].end if kept else first
+    memory_from = sealed = sealed_to(refs, first)
     seal: list[tuple[int, int]] = []
     while end - sealed >= size:
         seal.append((sealed, sealed + size))

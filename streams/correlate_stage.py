@@ -40,6 +40,7 @@ from streams.checkpoints import (
     encode_segment,
     expire_retired,
     plan_memory,
+    sealed_to,
 )
 from streams.health import Health
 from streams.kafka import BatchSender, checkpoint_keep_s, make_consumer, make_producer
@@ -679,7 +680,7 @@ class CorrelateStage(Stage):
             if not callable(span):
                 continue
             first, end = span()
-            if end - max(first, st.memory[-1].end if st.memory else first) < size:
+            if end - sealed_to(st.memory, first) < size:
                 continue  # (the usual case, without planning)
             plan = self._memory_plan(st)
             if plan is None or not plan.seal:

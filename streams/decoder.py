@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, tzinfo
 from typing import Any
 
 import orjson
@@ -20,6 +20,7 @@ from correlators.identity import Identity
 from schemas.adapters.base import Adapter, ParseContext, Rejected
 from schemas.adapters.registry import get_adapter
 from schemas.context import Asset, Change, Feedback
+from schemas.epoch import utc_datetime
 from schemas.errors import DecodeError, InvalidInput, RecordTooLarge, SocnocError
 from schemas.models import Alert
 from streams.records import AlertItem, ContextItem, InvalidItem, Item, header
@@ -132,7 +133,7 @@ class Decoder:
         except SocnocError as exc:  # UnknownFormat or a bad option in a format header
             return [self._invalid(record, record_id, InvalidInput(str(exc)))]
         transport = (
-            datetime.fromtimestamp(record.timestamp_ms / 1000, tz=UTC)
+            utc_datetime(record.timestamp_ms / 1000)
             if record.timestamp_ms is not None and record.timestamp_ms >= 0
             else None
         )
@@ -212,9 +213,7 @@ class Decoder:
             topic=record.topic,
             partition=record.partition,
             offset=record.offset,
-            received_at=datetime.fromtimestamp(
-                (record.timestamp_ms or 0) / 1000 if (record.timestamp_ms or 0) > 0 else 0, tz=UTC
-            ),
+            received_at=utc_datetime((record.timestamp_ms or 0) / 1000 if (record.timestamp_ms or 0) > 0 else 0),
             decide=decide,
         )
         if not decide:  # a bad context record: no alert to key by, stay with the source

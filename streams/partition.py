@@ -19,13 +19,13 @@ import math
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Final
 
 import orjson
 
 from correlators.types import Correlator, Earlier, Output
-from schemas.epoch import epoch_seconds
+from schemas.epoch import epoch_seconds, utc_datetime
 from schemas.errors import SnapshotError
 from schemas.models import Decision
 from streams.records import (
@@ -126,7 +126,7 @@ class Processor:
                 target = min(target, held)  # the clock never passes a held alert
             if target is not None and (self.watermark is None or target > self.watermark):
                 self.watermark = target
-                released.extend(self._advance(datetime.fromtimestamp(target, tz=UTC)))
+                released.extend(self._advance(utc_datetime(target)))
             return released
         if isinstance(item, RulesItem):
             replace = getattr(self.correlator, "replace_rules", None)

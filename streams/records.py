@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Final
 
@@ -20,6 +20,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from schemas.context import Asset, Change, Feedback
+from schemas.epoch import utc_datetime
 from schemas.models import Alert, DeadLetter, Decision, IncidentEvent
 from schemas.rules import AnyRule, parse_rules
 
@@ -309,7 +310,7 @@ def decode_item(value: bytes | None, headers: object) -> Item:
                 topic=str(obj["topic"]),
                 partition=int(obj["partition"]),
                 offset=int(obj["offset"]),
-                received_at=datetime.fromtimestamp(float(obj["received_at"]), tz=UTC),
+                received_at=utc_datetime(float(obj["received_at"])),
                 decide=bool(obj.get("decide", True)),
             )
         if kind is Kind.ASSET:

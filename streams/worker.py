@@ -105,11 +105,12 @@ class Worker:
                 for stage in self.stages:
                     tasks.append(asyncio.create_task(stage.run(), name=stage.name))
                 self.started.set()
+                compiled = compiled_packages()
                 log.info(
                     "worker running (app %s, stages %s, core %s)",
                     self.settings.app_id,
                     ", ".join(s.name for s in self.stages),
-                    "compiled: " + ", ".join(compiled_packages()) if compiled_packages() else "pure Python",
+                    "compiled: " + ", ".join(compiled) if compiled else "pure Python",
                 )
                 await self._stop.wait()
         finally:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, tzinfo
 from types import MappingProxyType
 from typing import Final, Protocol, final
 
+from schemas.epoch import utc_datetime
 from schemas.errors import BadTimestamp, DecodeError, InvalidInput, RecordTooLarge
 from schemas.models import Alert
 
@@ -29,8 +30,6 @@ _NO_OPTIONS: Final[Mapping[str, str]] = MappingProxyType({})
 _LATEST: Final = datetime(2100, 1, 1, tzinfo=UTC)
 _LATEST_EPOCH: Final = _LATEST.timestamp()
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_UTC: Final = UTC
-_fromtimestamp: Final = datetime.fromtimestamp
 
 
 @final
@@ -131,7 +130,7 @@ def epoch_to_datetime(value: float | int) -> datetime:
         raise BadTimestamp(f"timestamp {value!r:.40} is negative")
     if value >= _LATEST_EPOCH:
         raise BadTimestamp(f"timestamp {value!r:.40} is after 2100")
-    return _fromtimestamp(value, _UTC)
+    return utc_datetime(value)
 
 
 AdapterFactory = Callable[[dict[str, str]], Adapter]

@@ -19,6 +19,7 @@ from streams.checkpoints import (
     encode_segment,
     expire_retired,
     plan_memory,
+    sealed_to,
 )
 
 
@@ -45,6 +46,15 @@ def test_segments_whose_ids_are_all_forgotten_are_dropped() -> None:
     assert plan.seal == []
     # one id of a segment still held keeps it
     assert plan_memory(written, first=199, end=350, size=100).kept == written[1:]
+
+
+def test_new_segments_start_where_the_segments_still_needed_end() -> None:
+    """What the stage checks between checkpoints before planning (`sealed_to`) is where a plan
+    starts sealing."""
+    written = [MemoryRef(0, 100, 7), MemoryRef(100, 200, 8)]
+    for refs, first in [([], 0), ([], 350), (written, 0), (written, 199), (written, 200), (written, 260)]:
+        assert sealed_to(refs, first) == plan_memory(refs, first, first + 1000, 100).memory_from
+    assert (sealed_to([], 40), sealed_to(written, 150), sealed_to(written, 250)) == (40, 200, 250)
 
 
 def test_a_memory_smaller_than_a_segment_never_writes_one_whole() -> None:
