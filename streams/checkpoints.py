@@ -13,7 +13,8 @@ go, `SOCNOC_MEMORY_SEGMENT_IDS` at a time, into segment records of their own on 
 topic partition (key `<partition>/seen/<first position>`), each written once, before the
 first checkpoint that refers to it. A checkpoint lists the segments it needs (`MemoryRef`);
 one the memory no longer holds is tombstoned once the checkpoints that may still be restored
-from (compaction keeps older ones a while, `keep_s`) no longer refer to it.
+from (compaction keeps older ones a while, `keep_s`) no longer refer to it. A segment written
+again holds the same ids, so one compacted away under a checkpoint is read from its later copy.
 """
 
 from __future__ import annotations
@@ -351,6 +352,9 @@ class CheckpointStore:
                     got[offset] = decode_segment(value, p, ref)
         missing = [r for r in refs if r.offset not in got]
         if missing:
+            got.update(await self._rewritten(tp, missing))
+            missing = [r for r in refs if r.offset not in got]
+        if missing:
             raise SnapshotError(
                 f"memory segment {missing[0].start}..{missing[0].end} of partition {p} is gone "
                 f"(offset {missing[0].offset}; {len(missing)} of {len(refs)} missing)"
@@ -362,6 +366,35 @@ class CheckpointStore:
                 raise SnapshotError(f"memory segment {ref.start}..{ref.end} of partition {p} holds {len(part)} ids")
             ids.extend(part)
         return Earlier(refs[-1].end, ids)
+
+    async def _rewritten(self, tp: TopicPartition, refs: list[MemoryRef]) -> dict[int, list[str]]:
+        """Segments of `refs` not at their offsets, read from a later record of the same key,
+        by their offsets in `refs`. A segment holds the ids at fixed positions of the memory,
+        so one written again (by the next owner after a restore, or by an expelled worker
+        before it noticed) holds the same ids, and compaction keeps only the newest record of
+        a key: the one a checkpoint refers to may be gone while its twin is there. The last
+        record of the key decides; a tombstone (the segment was retired) leaves it missing."""
+        p = tp.partition
+        by_key = {r.key(p): r for r in refs}
+        end = (await high_watermarks(self._consumer, [tp]))[tp]
+        last: dict[bytes, bytes | None] = {}
+        for _, key, value in await self._read(tp, min(r.offset for r in refs), end):
+            if key in by_key:
+                last[key] = value
+        found: dict[int, list[str]] = {}
+        for key, value in last.items():
+            if value is not None:
+                ref = by_key[key]
+                found[ref.offset] = decode_segment(value, p, ref)
+                log.warning(
+                    "memory segment %d..%d of partition %d read from a later copy (offset %d is gone)",
+                    ref.start,
+                    ref.end,
+                    p,
+                    ref.offset,
+                    extra={"topic": tp.topic, "partition": p},
+                )
+        return found
 
     async def latest(self, partitions: list[int]) -> dict[int, Checkpoint | None]:
         """The newest readable checkpoint of each partition (None: never checkpointed)."""
