@@ -450,7 +450,7 @@ class CorrelateStage(Stage):
                     self.state.errors += 1
                     st.next_offset = rec.offset + 1
                     continue
-                await self._record(sender, st, rec.offset, item, now_ms)
+                await self._record(sender, st, rec.offset, item, rec.value, now_ms)
                 self.state.records += 1
         await self._sent(sender, batch)
 
@@ -478,7 +478,7 @@ class CorrelateStage(Stage):
                 st.idle_at = time.monotonic() + _IDLE_S
             else:
                 st.handed[entry.offset] = entry.value
-            await self._record(sender, st, entry.offset, entry.item, now_ms)
+            await self._record(sender, st, entry.offset, entry.item, entry.value, now_ms)
             touched.add(entry.partition)  # (a TopicPartition per record was 0.8% of the worker)
             used += 1
         self.state.records += used
@@ -501,10 +501,11 @@ class CorrelateStage(Stage):
             )
 
     async def _record(
-        self, sender: BatchSender, st: PartitionState, offset: int, item: Item, now_ms: float
+        self, sender: BatchSender, st: PartitionState, offset: int, item: Item, value: bytes, now_ms: float
     ) -> None:
-        """One internal record through its partition's engine, and its outputs to `sender`."""
-        outputs = self._feed(st, item, offset)
+        """One internal record (`item`, decoded from `value`) through its partition's engine,
+        and its outputs to `sender`."""
+        outputs = self._feed(st, item, offset, value)
         arrived = st.processor.arrivals  # of the alerts this record released
         for output in outputs:
             if isinstance(output, Decision):
@@ -552,7 +553,7 @@ class CorrelateStage(Stage):
         for kind in IncidentKind:
             self.metrics.set_open_incidents(kind, open_by_kind[kind])
 
-    def _feed(self, st: PartitionState, item: Item, offset: int) -> list[Emitted]:
+    def _feed(self, st: PartitionState, item: Item, offset: int, value: bytes) -> list[Emitted]:
         correlator: Correlator = st.processor.correlator
         late_before = _late(correlator)
         try:
@@ -564,7 +565,7 @@ class CorrelateStage(Stage):
             )
             self.state.errors += 1
             self.state.last_error = f"{type(exc).__name__}: {exc}"[:300]
-            outputs = _failure(item, exc, self._topic, st.partition, offset)
+            outputs = _failure(item, exc, self._topic, st.partition, offset, value)
         late = _late(correlator) - late_before
         if late > 0:
             self.metrics.observe_late(late)
@@ -856,14 +857,16 @@ def _late(correlator: Correlator) -> int:
 
 
 def _failure(
-    item: Item, exc: Exception, topic: str, partition: int, offset: int
+    item: Item, exc: Exception, topic: str, partition: int, offset: int, value: bytes
 ) -> list[Emitted]:
-    """What an input gets when the engine raised on it: `invalid`, and a dead letter."""
+    """What an input gets when the engine raised on it: `invalid`, and a dead letter of the
+    internal record it came in (`value`, at `topic`/`partition`/`offset`: the alert as
+    decoded; its input record stays on its input topic, found by the alert's id)."""
     reason = f"CorrelationError: the engine failed on this input ({type(exc).__name__})"
     if isinstance(item, AlertItem):
         alert = item.alert
         letter = DeadLetter(
-            raw=base64.b64encode(alert.raw.encode()).decode("ascii"),
+            raw=base64.b64encode(value).decode("ascii"),
             topic=topic,
             partition=partition,
             offset=offset,

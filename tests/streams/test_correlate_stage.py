@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+from datetime import UTC, datetime
+
 import pytest
 
-from streams.correlate_stage import phase_kept
+from schemas.models import Alert, DeadLetter, Decision, Disposition, Domain
+from streams.correlate_stage import _failure, phase_kept
+from streams.records import AlertItem, encode_item
 
 
 def test_a_checkpoint_on_time_counts_from_its_own_phase() -> None:
@@ -28,3 +33,19 @@ def test_a_forced_checkpoint_before_it_was_due_leaves_the_phase(last: float, now
 
 def test_no_interval_counts_from_now() -> None:
     assert phase_kept(10.0, 31.0, 0.0) == 31.0
+
+
+def test_an_alert_the_engine_failed_on_is_invalid_and_dead_letters_its_internal_record() -> None:
+    alert = Alert(
+        id="a1", source="ids", domain=Domain.SECURITY, time=datetime(2024, 3, 1, tzinfo=UTC),
+        asset="web", signature="s", raw="the input record",
+    )
+    value = encode_item(AlertItem(alert)).value
+    decision, letter = _failure(AlertItem(alert), KeyError("boom"), "app.by-asset", 3, 17, value)
+    assert isinstance(decision, Decision) and isinstance(letter, DeadLetter)
+    assert (decision.alert_id, decision.disposition) == ("a1", Disposition.INVALID)
+    assert "CorrelationError" in decision.reason and "KeyError" in decision.reason
+    # the record at the coordinates it names: the alert as the engine got it
+    assert (letter.topic, letter.partition, letter.offset, letter.error) == ("app.by-asset", 3, 17, "CorrelationError")
+    assert base64.b64decode(letter.raw) == value
+    assert "alert a1" in letter.reason
