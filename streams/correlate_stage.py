@@ -686,11 +686,7 @@ class CorrelateStage(Stage):
             plan = self._memory_plan(st)
             if plan is None or not plan.seal:
                 continue
-            correlator: Any = st.processor.correlator
-            writes = [
-                store.write_segment(st.partition, a, b, encode_segment(st.partition, a, b, correlator.memory_ids(a, b)))
-                for a, b in plan.seal[:_SEAL_AT_ONCE]
-            ]
+            writes = [store.write_segment(st.partition, a, b, _segment(st, a, b)) for a, b in plan.seal[:_SEAL_AT_ONCE]]
             st.sealing = asyncio.ensure_future(_in_order(writes))
 
     def _sealed(self, st: PartitionState) -> None:
@@ -808,9 +804,13 @@ def _encode(
     """A partition's new memory segments and its state, in the checkpoint thread."""
     if plan is None:
         return [], st.processor.dump(snap)
+    return [(a, b, _segment(st, a, b)) for a, b in plan.seal], st.processor.dump(snap, plan.memory_from)
+
+
+def _segment(st: PartitionState, start: int, end: int) -> bytes:
+    """The record of `st`'s memory segment `[start, end)`: the ids at those positions."""
     correlator: Any = st.processor.correlator
-    segments = [(a, b, encode_segment(st.partition, a, b, correlator.memory_ids(a, b))) for a, b in plan.seal]
-    return segments, st.processor.dump(snap, plan.memory_from)
+    return encode_segment(st.partition, start, end, correlator.memory_ids(start, end))
 
 
 async def _in_order(writes: list[Coroutine[Any, Any, MemoryRef]]) -> list[MemoryRef]:
