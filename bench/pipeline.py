@@ -24,7 +24,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,7 @@ __all__ = [
     "LatencyResult",
     "due_on_arrival",
     "harness_gc_paused",
+    "Arrivals",
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -358,6 +359,41 @@ def due_on_arrival(env: dict[str, str], records: Records) -> set[str]:
     return found
 
 
+class Arrivals:
+    """When each alert of a run first arrived here, by its position in the run (and what
+    else the reader kept of it): sized before the run, so that nothing grows while it is
+    measured. A dict keyed by alert id filled during a run rebuilds its whole table each time
+    it grows (CPython does it at once: ~10 ms at 349,525 ids on this machine); three of them
+    did, in the paced producer and the reader, at the same alerts of every latency run
+    (174,762 and 349,525).
+    """
+
+    __slots__ = ("positions", "at", "extra", "count")
+
+    def __init__(self, ids: Sequence[str]) -> None:
+        self.positions = {alert_id: i for i, alert_id in enumerate(ids)}
+        self.at: list[float | None] = [None] * len(ids)
+        self.extra: list[Any] = [None] * len(ids)
+        self.count = 0
+
+    def add(self, alert_id: str, now: float, extra: Any = None) -> None:
+        """Note an alert's arrival at `now`, unless it is not of the run or arrived before."""
+        i = self.positions.get(alert_id)
+        if i is not None and self.at[i] is None:
+            self.at[i] = now
+            self.extra[i] = extra
+            self.count += 1
+
+    def complete(self) -> bool:
+        """Every alert of the run has arrived."""
+        return self.count >= len(self.at)
+
+    def latencies_ms(self, stamps: Sequence[float], positions: Iterable[int]) -> list[float]:
+        """Arrival minus stamp (ms) of the alerts at `positions` (all arrived)."""
+        at = self.at
+        return [(at[i] - stamps[i]) * 1000.0 for i in positions]  # type: ignore[operator]
+
+
 @contextlib.contextmanager
 def harness_gc_paused() -> Iterator[None]:
     """No garbage collection in this process during a run (one full collection first).
@@ -458,7 +494,7 @@ class KafkaBench:
 
     # -- producing -------------------------------------------------------------------
     async def produce(
-        self, records: Records, *, rate: float | None = None, stamps: dict[str, float] | None = None
+        self, records: Records, *, rate: float | None = None, stamps: list[float] | None = None
     ) -> float:
         """Produce `records` (as fast as possible, or paced at `rate`/s); returns the first send time.
 
@@ -466,7 +502,8 @@ class KafkaBench:
         ~35 µs for `send()`), so that the benchmark's producer takes as little as it can of
         the two cores it shares with the worker and the broker. Paced, a round every 5 ms at
         most sends the records due by then; an alert's stamp is the moment it was due, so the
-        wait for its round counts in its latency.
+        wait for its round counts in its latency. `stamps` (one per record, by position) receives
+        them.
         """
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, client_id="bench-producer", **_PRODUCER)
         await producer.start()
@@ -488,7 +525,7 @@ class KafkaBench:
                 now = time.perf_counter()
                 for i in range(sent, upto):
                     if stamps is not None:
-                        stamps[records.ids[i]] = start + i / rate if rate is not None else now
+                        stamps[i] = start + i / rate if rate is not None else now
                     key = records.keys[i]
                     sender.put(self.alerts, records.values[i], key_partition(key, partitions), key=key)
                 futures += await sender.send()
@@ -538,27 +575,26 @@ class KafkaBench:
         where the worker makes two) at the same steady rate, timed the same way, send to read."""
         offsets = await ends(self.bootstrap, self.alerts)
         out = await ends(self.bootstrap, self.raw_out)
-        wanted = set(records.ids)
-        stamps: dict[str, float] = {}
-        arrived: dict[str, float] = {}
+        arrived = Arrivals(records.ids)
+        stamps = [0.0] * len(records)
 
         def seen(batch: list[Any], now: float) -> None:
             for rec in batch:
                 alert_id = orjson.loads(rec.value).get("id") if rec.value else None
-                if alert_id in wanted and alert_id not in arrived:
-                    arrived[alert_id] = now
+                if isinstance(alert_id, str):
+                    arrived.add(alert_id, now)
 
         raw = RawProcess(self.workdir / "raw-latency.log")
         try:
             async with Tail(self.bootstrap, self.raw_out, out, seen):
                 await raw.start(self.bootstrap, self.alerts, self.raw_out, offsets)
                 await self.produce(records, rate=rate, stamps=stamps)
-                await until(lambda: len(arrived) >= len(wanted) or not raw.alive(), timeout_s, "raw outputs")
-                if len(arrived) < len(wanted):
+                await until(lambda: arrived.complete() or not raw.alive(), timeout_s, "raw outputs")
+                if not arrived.complete():
                     raise RuntimeError(f"the raw pipeline stopped:\n{raw.log_tail()}")
         finally:
             raw.stop()
-        latencies = [(arrived[a] - stamps[a]) * 1000.0 for a in records.ids]
+        latencies = arrived.latencies_ms(stamps, range(len(records)))
         return RawLatency(rate, len(latencies), percentile(latencies, 0.50), percentile(latencies, 0.99))
 
     def _cpu(self, *children: _Child | None) -> tuple[float | None, float | None]:
@@ -662,29 +698,27 @@ class KafkaBench:
         drain = backlog / (last[0] - produced_at) if backlog >= len(wanted) / 5 and last[0] > produced_at else None
         return E2EResult(live=live, backlog=drain, backlog_alerts=backlog, cpu_us_per_alert=used)
 
-    async def latency_run(self, records: Records, rate: float, timeout_s: float = 900.0) -> LatencyResult:
+    async def latency_run(
+        self, records: Records, rate: float, timeout_s: float = 900.0, dump: Path | None = None
+    ) -> LatencyResult:
         """Steady load at `rate`/s; latency of each alert whose decision is due on arrival.
 
         An alert's decision is due on arrival when the worker emits it while processing that
         alert's own internal record (its `socnoc-src` header names that record) — rather than
         later, when an evidence window opens or closes. The internal topic is read after the
-        run to map records to alert ids.
+        run to map records to alert ids. `dump`: a file to write each timed alert's latency to.
         """
         await self.start_worker()
         wanted = set(records.ids)
-        stamps: dict[str, float] = {}
-        arrived: dict[str, tuple[float, bytes | None]] = {}
-        decision_ts: dict[str, tuple[int, float]] = {}  # decision record timestamp, epoch ms read
+        stamps = [0.0] * len(records)
+        # the decision's socnoc-src, its record timestamp and the epoch ms it was read at
+        arrived = Arrivals(records.ids)
 
         def seen(batch: list[Any], now: float) -> None:
             epoch_ms = time.time() * 1000
             for rec in batch:
-                if rec.key is None:
-                    continue
-                key = rec.key.decode()
-                if key in wanted and key not in arrived:
-                    arrived[key] = (now, header(rec.headers, SRC_HEADER))
-                    decision_ts[key] = (rec.timestamp, epoch_ms)
+                if rec.key is not None:
+                    arrived.add(rec.key.decode(), now, (header(rec.headers, SRC_HEADER), rec.timestamp, epoch_ms))
 
         internal_from = await ends(self.bootstrap, self.internal)
         offsets = await ends(self.bootstrap, self.decisions)
@@ -695,30 +729,34 @@ class KafkaBench:
             def done() -> bool:
                 if not self.workers_alive():
                     raise RuntimeError(f"the worker exited:\n{self.workers_log()}")
-                return len(arrived) >= len(wanted)
+                return arrived.complete()
 
             await until(done, timeout_s, f"decisions for {len(wanted)} alerts")
         pauses = await self._worker.checkpoint_pauses() if self._worker is not None else None
         internal_ts: dict[str, int] = {}
         own = await self._internal_sources(internal_from, wanted, internal_ts)
         sent_ts = await self._input_times(wanted)
+        ids, read = records.ids, arrived.extra
         if self.input_partitions == 1:
-            mine = [a for a in records.ids if arrived[a][1] is not None and own.get(arrived[a][1]) == a]  # type: ignore[arg-type]
+            mine = [i for i, a in enumerate(ids) if read[i][0] is not None and own.get(read[i][0]) == a]
         else:
             due = await asyncio.to_thread(due_on_arrival, self.env(), records)
-            mine = [a for a in records.ids if a in due]
-        latencies = [(arrived[a][0] - stamps[a]) * 1000.0 for a in mine]
+            mine = [i for i, a in enumerate(ids) if a in due]
+        latencies = arrived.latencies_ms(stamps, mine)
         spans: dict[str, list[float]] = {"decode": [], "correlate": [], "deliver": []}
-        for a in mine:
+        for i in mine:
+            a = ids[i]
             if a in sent_ts and a in internal_ts:
                 spans["decode"].append(internal_ts[a] - sent_ts[a])
-                spans["correlate"].append(decision_ts[a][0] - internal_ts[a])
-                spans["deliver"].append(decision_ts[a][1] - decision_ts[a][0])
+                spans["correlate"].append(read[i][1] - internal_ts[a])
+                spans["deliver"].append(read[i][2] - read[i][1])
         hops = {name: (percentile(v, 0.50), percentile(v, 0.99)) for name, v in spans.items()}
+        if dump is not None:
+            self._dump_latencies(dump, stamps, latencies, mine, start)
         return LatencyResult(
             rate=rate,
             sent=len(records),
-            decided=len(arrived),
+            decided=arrived.count,
             on_arrival=len(latencies),
             p50_ms=percentile(latencies, 0.50),
             p99_ms=percentile(latencies, 0.99),
@@ -728,6 +766,16 @@ class KafkaBench:
             checkpoints=pauses[0] if pauses else None,
             checkpoint_pause_ms=pauses[1] if pauses else None,
         )
+
+    @staticmethod
+    def _dump_latencies(
+        path: Path, stamps: list[float], latencies: list[float], positions: list[int], start: float
+    ) -> None:
+        """A latency run's timed alerts, one line each: seconds into the run it was due, and
+        its latency (ms) — to see when the slow ones came."""
+        with open(path, "w") as out:
+            out.write("due_s\tlatency_ms\n")
+            out.writelines(f"{stamps[i] - start:.4f}\t{ms:.2f}\n" for i, ms in zip(positions, latencies, strict=True))
 
     async def _input_times(self, wanted: set[str]) -> dict[str, int]:
         """Alert id -> Kafka timestamp (ms) of its input record (the producer's create time)."""

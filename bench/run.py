@@ -21,7 +21,8 @@ Environment: `BENCH_RUNS`, `BENCH_QUICK=1` (a fast dev run with smaller sizes),
 `BENCH_STATE_ALERTS_PER_ASSET`, `BENCH_SKIP_KAFKA=1` (Kafka figures become null),
 `BENCH_SPLIT=1` (the worker as a decode and a correlate process), `BENCH_LATENCY_RATE` (alerts/s
 of the latency runs instead of half the e2e rate: compares two builds), `BENCH_INPUT_PARTITIONS`
-(default 1; more puts the reorder buffer's waits into the latency figures),
+(default 1; more puts the reorder buffer's waits into the latency figures), `BENCH_LATENCY_DUMP=1`
+(each latency run's timed alerts, when due and their latency, to `BENCH_OUT/kafka/latency-<run>.tsv`),
 `BENCH_PHASES` (some of `core state kafka`, for a partial dev run; the others stay null),
 `BENCH_OUT` (work directory, default `build/bench`); a value that is not usable (not a whole
 number, below its minimum, an unknown phase) stops it with exit status 2 and a message naming
@@ -127,6 +128,7 @@ class Config:
     split: bool = False
     input_partitions: int = 1
     latency_rate: int = 0  # 0: half the measured e2e rate (a fixed rate compares two builds)
+    latency_dump: bool = False  # each latency run's alerts to latency-<run>.tsv in `out`
     out: Path = ROOT / "build" / "bench"
 
     @classmethod
@@ -143,6 +145,7 @@ class Config:
             split=_env_flag("BENCH_SPLIT"),
             input_partitions=_env_int("BENCH_INPUT_PARTITIONS", 1),
             latency_rate=_env_int("BENCH_LATENCY_RATE", 0, minimum=0),
+            latency_dump=_env_flag("BENCH_LATENCY_DUMP"),
             out=Path(os.environ.get("BENCH_OUT") or ROOT / "build" / "bench"),
         )
 
@@ -331,7 +334,8 @@ async def _kafka_phase(cfg: Config, report: Report, base: BaseData) -> None:
         for i in range(cfg.runs):
             bench = await fresh(f"bench-lat{i}")
             with harness_gc_paused():
-                lat = await bench.latency_run(kafka_records(base, 0, count, run=f"lat{i}"), rate)
+                dump = workdir / f"latency-{i + 1}.tsv" if cfg.latency_dump else None
+                lat = await bench.latency_run(kafka_records(base, 0, count, run=f"lat{i}"), rate, dump=dump)
             bench.stop_worker()
             report.latency.append(asdict(lat))
             _progress(

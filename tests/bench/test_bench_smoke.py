@@ -11,7 +11,7 @@ import pytest
 from bench import run as bench_run
 from bench.core import run_core
 from bench.data import KAFKA_MAP, kafka_records, load_base, state_probe_rows, synthetic_rows, write_csv
-from bench.pipeline import harness_gc_paused
+from bench.pipeline import Arrivals, harness_gc_paused, percentile
 from bench.run import KEYS, SCALING_SIZES, Config
 
 
@@ -114,7 +114,7 @@ def test_bench_run_ends_with_one_json_line_of_exactly_the_design_keys(
 
 @pytest.mark.integration
 def test_kafka_phase_on_the_embedded_broker(tmp_path: Path) -> None:
-    cfg = Config(runs=1, e2e_alerts=600, latency_seconds=2, out=tmp_path)
+    cfg = Config(runs=1, e2e_alerts=600, latency_seconds=2, latency_dump=True, out=tmp_path)
     report = bench_run.run(cfg, phases=("kafka",))
     result = report.result
     assert _is_number(result["raw_alerts_per_s"]) and _is_number(result["e2e_alerts_per_s"])
@@ -126,7 +126,25 @@ def test_kafka_phase_on_the_embedded_broker(tmp_path: Path) -> None:
     floor = report.raw_latency[0]  # the raw pipeline at the same rate: every record timed
     assert floor["rate"] == latency["rate"] and floor["records"] == latency["sent"]
     assert 0 <= floor["p50_ms"] <= floor["p99_ms"]
+    dumped = (tmp_path / "kafka" / "latency-1.tsv").read_text().splitlines()
+    assert dumped[0] == "due_s\tlatency_ms" and len(dumped) == 1 + latency["on_arrival"]
+    due = [float(line.split("\t")[0]) for line in dumped[1:]]
+    assert due == sorted(due) and 0 <= due[0] and due[-1] <= cfg.latency_seconds + 1
+    ms = [float(line.split("\t")[1]) for line in dumped[1:]]
+    assert percentile(ms, 0.5) == pytest.approx(result["p50_latency_ms"], abs=0.1)
     assert report.worker_peak_rss_mb and all(mb > 0 for mb in report.worker_peak_rss_mb)
+
+
+def test_arrivals_note_each_alert_of_the_run_once_by_position() -> None:
+    arrived = Arrivals(["a", "b", "c"])
+    arrived.add("b", 2.0, "first")
+    arrived.add("b", 9.0, "again")  # a later copy of a decision: the first arrival counts
+    arrived.add("z", 3.0)  # not of this run
+    assert (arrived.count, arrived.complete(), arrived.extra) == (1, False, [None, "first", None])
+    arrived.add("a", 1.5)
+    arrived.add("c", 4.0)
+    assert arrived.complete() and arrived.at == [1.5, 2.0, 4.0]
+    assert arrived.latencies_ms([1.0, 1.0, 1.0], [0, 2]) == [500.0, 3000.0]
 
 
 def test_a_failed_phase_leaves_its_figures_null_and_the_exit_status_1(
