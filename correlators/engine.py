@@ -11,8 +11,7 @@ opens an incident or closes without one).
 from __future__ import annotations
 
 import heapq
-import itertools
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from datetime import datetime
 from functools import lru_cache
 from typing import Any, Final
@@ -22,6 +21,7 @@ from correlators.config import EngineConfig
 from correlators.explain import Explainer
 from correlators.identity import Identity
 from correlators.lifecycle import IncidentState, incident_id, kind_of, to_dt
+from correlators.redelivery import SeenIds
 from correlators.ruleset import Finding, RuleSet
 from correlators.scoring import (
     FIRST_WEIGHT,
@@ -138,10 +138,7 @@ class Engine:
         self._interval = cfg.update_interval.total_seconds()
         self._clock = float("-inf")
         self._first: float | None = None
-        self._seen: dict[str, None] = {}
-        self._seen_order: deque[str] = deque()  # the keys of `_seen`, oldest first
-        # ids ever remembered: the redelivery memory holds positions [total - len(_seen), total)
-        self._seen_total = 0
+        self._seen = SeenIds(cfg.max_seen_ids)  # the redelivery memory
         self._windows: dict[str, Window] = {}
         self._window_heap: list[tuple[float, str, float]] = []
         self._incidents: dict[str, IncidentState] = {}
@@ -168,7 +165,6 @@ class Engine:
         self._flap_span = cfg.flap_window.total_seconds()
         self._max_assets = cfg.max_assets
         self._caps_pair = (cfg.max_alert_ids_per_event, cfg.max_timeline)  # the config is frozen
-        self._max_seen = cfg.max_seen_ids
         # context last: an acknowledgement looks up incidents, so state must exist first
         for asset in assets or ():
             self.on_context(asset)
@@ -221,25 +217,11 @@ class Engine:
     # -- redelivery memory: alert ids already decided, numbered in the order remembered --
     def memory_span(self) -> tuple[int, int]:
         """Positions `[first, end)` of the ids the redelivery memory holds."""
-        return self._seen_total - len(self._seen), self._seen_total
+        return self._seen.span()
 
     def memory_ids(self, start: int, end: int) -> list[str]:
         """The remembered ids at positions `[start, end)` still held, oldest first."""
-        first, total = self.memory_span()
-        start, end = max(start, first), min(end, total)
-        if start >= end:
-            return []
-        if start == first and end == total:
-            return list(self._seen)
-        order = self._memory_order()
-        # from the newer end: segments and snapshot tails are near it
-        newest_first = itertools.islice(reversed(order), total - end, total - start)
-        return list(newest_first)[::-1]
-
-    def _memory_order(self) -> deque[str]:
-        if len(self._seen_order) != len(self._seen):  # `_seen` was replaced (a restore)
-            self._seen_order = deque(self._seen)
-        return self._seen_order
+        return self._seen.ids(start, end)
 
     def replace_rules(self, rules: list[AnyRule]) -> None:
         """Hot reload of the rule set."""
@@ -248,13 +230,13 @@ class Engine:
     # -- inputs ------------------------------------------------------------------------
     def on_invalid(self, alert_id: str, reason: str) -> list[Output]:
         """An input that could not be parsed gets its `invalid` decision."""
-        if not self._remember(alert_id):
+        if not self._seen.remember(alert_id):
             return []
         return [Decision(alert_id=alert_id, disposition=_INVALID, reason=reason)]
 
     def on_alert(self, alert: Alert) -> list[Output]:
         """Decide (now or when its window ends) one alert; returns whatever became due."""
-        if not self._remember(alert.id):
+        if not self._seen.remember(alert.id):
             return []
         self.stats.alerts += 1
         out: list[Output] = []
@@ -941,21 +923,3 @@ class Engine:
         """Count an incident whose list of alert ids just became full (its events count the rest)."""
         if inc.alert_count == self._caps_pair[0] + 1:
             self.stats.incidents_capped += 1
-
-    def _remember(self, alert_id: str) -> bool:
-        """Remember an id; False if it was remembered already (a redelivery)."""
-        seen, order = self._seen, self._seen_order
-        held = len(seen)
-        seen.setdefault(alert_id, None)  # one lookup in a large table, not two
-        if len(seen) == held:
-            return False
-        if len(order) != held:  # `_seen` was replaced (a restore): take its order, new id included
-            order = self._seen_order = deque(seen)
-        else:
-            order.append(alert_id)
-        self._seen_total += 1
-        if len(seen) > self._max_seen:
-            # oldest first through the deque: `next(iter(seen))` on a dict emptied from the
-            # front walks every hole left behind (~50 µs an alert at 200k ids, more beyond)
-            del seen[order.popleft()]
-        return True

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from correlators.config import EngineConfig
 from correlators.lifecycle import IncidentState
+from correlators.redelivery import SeenIds
 from correlators.types import Earlier
 from correlators.windows import Evidence, Waiting, Window
 from schemas.context import Asset, Change, Feedback
@@ -362,10 +363,10 @@ def _load_memory(engine: Engine, doc: dict[str, Any], earlier: Earlier | None) -
     cap = engine.cfg.max_seen_ids
     if len(ids) > cap:  # restored under a smaller cap: the oldest go, as they would have
         ids = ids[len(ids) - cap :]
-    engine._seen = dict.fromkeys(ids)
-    if len(engine._seen) != len(ids):
-        _bad("seen", "an id is remembered twice")
-    engine._seen_total = total
+    try:
+        engine._seen = SeenIds(cap, ids, total)
+    except ValueError as exc:
+        _bad("seen", str(exc))
 
 
 def _load(data: bytes, earlier: Earlier | None, config: EngineConfig | None) -> Engine:
