@@ -55,6 +55,9 @@ __all__ = [
 
 ROOT = Path(__file__).resolve().parents[1]
 _ROUND_S = 0.005  # the paced producer's shortest round
+# an alert's hops: producer -> internal record (decode stage), internal -> decision record
+# (correlate stage), decision record -> read by the benchmark's consumer
+HOPS = ("decode", "correlate", "deliver")
 _PRODUCER: dict[str, Any] = {"acks": "all", "linger_ms": 5, "max_batch_size": 1024 * 1024}
 
 
@@ -743,16 +746,21 @@ class KafkaBench:
             due = await asyncio.to_thread(due_on_arrival, self.env(), records)
             mine = [i for i, a in enumerate(ids) if a in due]
         latencies = arrived.latencies_ms(stamps, mine)
-        spans: dict[str, list[float]] = {"decode": [], "correlate": [], "deliver": []}
+        # each timed alert's hops (ms, from the records' timestamps), when its records were found
+        by_hop: list[tuple[float, float, float] | None] = []
         for i in mine:
             a = ids[i]
-            if a in sent_ts and a in internal_ts:
-                spans["decode"].append(internal_ts[a] - sent_ts[a])
-                spans["correlate"].append(read[i][1] - internal_ts[a])
-                spans["deliver"].append(read[i][2] - read[i][1])
-        hops = {name: (percentile(v, 0.50), percentile(v, 0.99)) for name, v in spans.items()}
+            found = a in sent_ts and a in internal_ts
+            by_hop.append(
+                (internal_ts[a] - sent_ts[a], read[i][1] - internal_ts[a], read[i][2] - read[i][1]) if found else None
+            )
+        hops = {
+            name: (percentile(v, 0.50), percentile(v, 0.99))
+            for k, name in enumerate(HOPS)
+            for v in ([each[k] for each in by_hop if each is not None],)
+        }
         if dump is not None:
-            self._dump_latencies(dump, stamps, latencies, mine, start)
+            self._dump_latencies(dump, [stamps[i] - start for i in mine], latencies, by_hop)
         return LatencyResult(
             rate=rate,
             sent=len(records),
@@ -769,13 +777,15 @@ class KafkaBench:
 
     @staticmethod
     def _dump_latencies(
-        path: Path, stamps: list[float], latencies: list[float], positions: list[int], start: float
+        path: Path, due: list[float], latencies: list[float], by_hop: list[tuple[float, float, float] | None]
     ) -> None:
-        """A latency run's timed alerts, one line each: seconds into the run it was due, and
-        its latency (ms) — to see when the slow ones came."""
+        """A latency run's timed alerts, one line each: seconds into the run it was due, its
+        latency and its hops (ms; empty when not found) — to see when the slow ones came and where."""
         with open(path, "w") as out:
-            out.write("due_s\tlatency_ms\n")
-            out.writelines(f"{stamps[i] - start:.4f}\t{ms:.2f}\n" for i, ms in zip(positions, latencies, strict=True))
+            out.write("due_s\tlatency_ms\t" + "\t".join(f"{hop}_ms" for hop in HOPS) + "\n")
+            for at, ms, hop in zip(due, latencies, by_hop, strict=True):
+                spans = "\t".join(f"{each:.1f}" for each in hop) if hop is not None else "\t\t"
+                out.write(f"{at:.4f}\t{ms:.2f}\t{spans}\n")
 
     async def _input_times(self, wanted: set[str]) -> dict[str, int]:
         """Alert id -> Kafka timestamp (ms) of its input record (the producer's create time)."""

@@ -127,7 +127,8 @@ def test_kafka_phase_on_the_embedded_broker(tmp_path: Path) -> None:
     assert floor["rate"] == latency["rate"] and floor["records"] == latency["sent"]
     assert 0 <= floor["p50_ms"] <= floor["p99_ms"]
     dumped = (tmp_path / "kafka" / "latency-1.tsv").read_text().splitlines()
-    assert dumped[0] == "due_s\tlatency_ms" and len(dumped) == 1 + latency["on_arrival"]
+    assert dumped[0] == "due_s\tlatency_ms\tdecode_ms\tcorrelate_ms\tdeliver_ms"
+    assert len(dumped) == 1 + latency["on_arrival"] and all(line.count("\t") == 4 for line in dumped)
     due = [float(line.split("\t")[0]) for line in dumped[1:]]
     assert due == sorted(due) and 0 <= due[0] and due[-1] <= cfg.latency_seconds + 1
     ms = [float(line.split("\t")[1]) for line in dumped[1:]]
