@@ -735,11 +735,19 @@ class CorrelateStage(Stage):
             for st in dirty:
                 if st.sealing is not None:
                     self._sealed(st)
-        out_ends = await store.output_ends()
-        plans = [self._memory_plan(st) for st in dirty]
-        encoded = await asyncio.to_thread(
-            lambda: [_encode(st, plan, self._snap) for st, plan in zip(dirty, plans, strict=True)]
-        )
+        # the output ends asked while the state is encoded (read after the acknowledgements
+        # above, they stay a lower bound)
+        ends = asyncio.ensure_future(store.output_ends())
+        try:
+            plans = [self._memory_plan(st) for st in dirty]
+            encoded = await asyncio.to_thread(
+                lambda: [_encode(st, plan, self._snap) for st, plan in zip(dirty, plans, strict=True)]
+            )
+        except BaseException:
+            ends.cancel()
+            await asyncio.gather(ends, return_exceptions=True)
+            raise
+        out_ends = await ends
         written_at = time.time()
         checkpoints: list[Checkpoint] = []
         expired: list[tuple[int, MemoryRef]] = []
