@@ -25,7 +25,7 @@ import time
 import zlib
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -317,26 +317,23 @@ class CheckpointStore:
 
     async def write(self, checkpoint: Checkpoint) -> None:
         """Append a checkpoint and wait for the broker's acknowledgement."""
-        await self._send_now(checkpoint.partition, checkpoint.key(), checkpoint.encode())
+        await self._producer.send_and_wait(
+            self.topic,
+            checkpoint.encode(),
+            key=checkpoint.key(),
+            partition=checkpoint.partition,
+        )
 
     async def write_segment(self, partition: int, start: int, end: int, value: bytes) -> MemoryRef:
         """Append a memory segment (`encode_segment`) and wait for its acknowledgement."""
-        meta = await self._send_now(partition, segment_key(partition, start), value)
+        meta = await self._producer.send_and_wait(
+            self.topic, value, key=segment_key(partition, start), partition=partition
+        )
         return MemoryRef(start, end, int(meta.offset), len(value))
 
     async def delete_segment(self, partition: int, ref: MemoryRef) -> None:
         """Tombstone a segment no checkpoint in use refers to any more (compaction drops it)."""
-        await self._send_now(partition, ref.key(partition), None)
-
-    async def _send_now(self, partition: int, key: bytes, value: bytes | None) -> Any:
-        """One record in a batch of its own, closed so that it goes out at once, and its
-        acknowledgement (`RecordMetadata`). `send_and_wait()` held each record for the
-        producer's linger (5 ms) while the partition's correlation waited: a third of a
-        checkpoint's pause. (A batch takes its first record whatever its size.)"""
-        batch = self._producer.create_batch()
-        batch.append(key=key, value=value, timestamp=None)
-        batch.close()
-        return await (await self._producer.send_batch(batch, self.topic, partition=partition))
+        await self._producer.send_and_wait(self.topic, None, key=ref.key(partition), partition=partition)
 
     async def memory(self, checkpoint: Checkpoint) -> Earlier | None:
         """The redelivery memory `checkpoint`'s state left out, read back from its segments

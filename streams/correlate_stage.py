@@ -58,7 +58,6 @@ from streams.records import (
     InvalidItem,
     Item,
     Local,
-    TickItem,
     dead_letter,
     decode_item,
     identity,
@@ -78,11 +77,6 @@ _IDLE_S = 0.05
 # Memory segments encoded and written in one go between checkpoints, at most (~3 ms each to
 # encode, on the event loop): a backlog of full segments is caught up over a few rounds.
 _SEAL_AT_ONCE = 8
-# A partition whose records since its last checkpoint were only watermark ticks that decided
-# nothing is checkpointed once in this many intervals: a restore replays those ticks to the
-# same state, and each checkpoint pauses every partition of the stage (in the benchmark's
-# latency runs, seven of the eight partitions are such, and took 29 of 33 pauses).
-_QUIET_INTERVALS = 12
 
 
 @dataclass
@@ -95,7 +89,6 @@ class PartitionState:
     suppress: set[str] = field(default_factory=set)
     suppress_until: int = -1
     dirty: bool = False
-    news: bool = False  # since the last checkpoint: a record other than a tick, or an output
     state_bytes: int = 0
     open: dict[str, IncidentKind] = field(default_factory=dict)
     last_checkpoint: float = field(default_factory=time.monotonic)
@@ -525,8 +518,6 @@ class CorrelateStage(Stage):
             await sender.drain()
         st.next_offset = offset + 1
         st.dirty = True
-        if outputs or not isinstance(item, TickItem):
-            st.news = True
         if st.suppress and st.next_offset > st.suppress_until:
             st.suppress = set()
 
@@ -730,14 +721,8 @@ class CorrelateStage(Stage):
         now = time.monotonic()
         # Only the partitions that are due: their phases are spread over the interval at each
         # assignment (`_stagger`), so each pause serialises and writes one partition's state,
-        # not all of them at once (ticks keep every partition dirty: one with nothing else
-        # waits `_QUIET_INTERVALS`).
-        quiet = self._interval * _QUIET_INTERVALS
-        dirty = [
-            st
-            for st in self.owned.values()
-            if st.dirty and (force or now - st.last_checkpoint >= (self._interval if st.news else quiet))
-        ]
+        # not all of them at once (ticks keep every partition dirty).
+        dirty = [st for st in self.owned.values() if st.dirty and (force or now - st.last_checkpoint >= self._interval)]
         if not dirty:
             return
         # Every output of these partitions is acknowledged (awaited here), so the end
@@ -790,7 +775,7 @@ class CorrelateStage(Stage):
         self.metrics.observe_checkpoint(time.perf_counter() - began)
         gone = set(expired)
         for st, checkpoint, new in zip(dirty, checkpoints, sealed, strict=True):
-            st.dirty = st.news = False
+            st.dirty = False
             st.last_checkpoint = phase_kept(st.last_checkpoint, now, self._interval)
             st.memory = [*checkpoint.memory, *new]
             st.state_bytes = len(checkpoint.state or b"") + sum(r.size for r in st.memory)

@@ -213,9 +213,7 @@ class Settings(BaseSettings):
     checkpoint_interval: Duration = Field(
         default=timedelta(seconds=5),
         description="How often each partition's correlation state is checkpointed; after a "
-        "crash at most this much input is processed again (without repeating outputs). A "
-        "partition that decided nothing since its last checkpoint (only watermark ticks reached "
-        "it, as the partitions other than 0 in `single` mode) is checkpointed once in 12 intervals.",
+        "crash at most this much input is processed again (without repeating outputs).",
     )
     redelivery_memory: int = Field(
         default=2_000_000,
