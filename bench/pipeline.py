@@ -24,7 +24,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -712,10 +712,10 @@ class KafkaBench:
         run to map records to alert ids. `dump`: a file to write each timed alert's latency to.
         """
         await self.start_worker()
-        wanted = set(records.ids)
         stamps = [0.0] * len(records)
         # the decision's socnoc-src, its record timestamp and the epoch ms it was read at
         arrived = Arrivals(records.ids)
+        wanted = arrived.positions  # the run's alert ids
 
         def seen(batch: list[Any], now: float) -> None:
             epoch_ms = time.time() * 1000
@@ -787,14 +787,14 @@ class KafkaBench:
                 spans = "\t".join(f"{each:.1f}" for each in hop) if hop is not None else "\t\t"
                 out.write(f"{at:.4f}\t{ms:.2f}\t{spans}\n")
 
-    async def _input_times(self, wanted: set[str]) -> dict[str, int]:
+    async def _input_times(self, wanted: Collection[str]) -> dict[str, int]:
         """Alert id -> Kafka timestamp (ms) of its input record (the producer's create time)."""
         found: dict[str, int] = {}
         end = await ends(self.bootstrap, self.alerts)
 
         def record(rec: Any) -> None:
             alert_id = orjson.loads(rec.value).get("id") if rec.value else None
-            if alert_id in wanted:
+            if isinstance(alert_id, str) and alert_id in wanted:
                 found[alert_id] = rec.timestamp
 
         # the run's records are the last len(wanted)+1 of the topic
@@ -802,7 +802,7 @@ class KafkaBench:
         return found
 
     async def _internal_sources(
-        self, start: dict[int, int], wanted: set[str], stamps: dict[str, int] | None = None
+        self, start: dict[int, int], wanted: Collection[str], stamps: dict[str, int] | None = None
     ) -> dict[bytes, str]:
         """`<partition>:<offset>` -> alert id of the internal alert records since `start`
         (and, into `stamps`, each alert's internal record timestamp)."""
