@@ -182,18 +182,22 @@ class CorrelateStage(Stage):
         )
         reader = make_consumer(settings, name="checkpoints", group=None, fetch_max_wait_ms=50)
         producer = make_producer(settings, name="correlate")
+        # Checkpoints and memory segments without the 5 ms linger: a checkpoint pauses its
+        # stage until they are acknowledged, and is sent whole (the records a partition's
+        # checkpoint writes go in one batch once the first has gone out)
+        writer = make_producer(settings, name="checkpoints", linger_ms=0)
         self.owned = {}
         self.broken = None
         self._unacked = []
         self._fetch = None
         self._rebalancing = False
         try:
-            await start_clients(producer, reader, consumer)
+            await start_clients(producer, writer, reader, consumer)
             self._consumer, self._producer = consumer, producer
             if settings.publish_decisions:
                 self._decision_partitions = len(await producer.partitions_for(settings.decisions_topic))
             self._store = CheckpointStore(
-                reader, producer, topic=settings.checkpoint_topic(), output_topics=self._outputs
+                reader, writer, topic=settings.checkpoint_topic(), output_topics=self._outputs
             )
             consumer.subscribe([self._topic], listener=_Listener(self))
             self.state.running = True
@@ -236,7 +240,7 @@ class CorrelateStage(Stage):
             self._consumer = self._producer = None
             self._store = None
             self.owned = {}
-            await stop_clients(consumer, reader, producer)
+            await stop_clients(consumer, reader, writer, producer)
 
     # -- rebalance ---------------------------------------------------------------------
     async def revoked(self) -> None:

@@ -147,13 +147,13 @@ async def ensure_topics(settings: Settings, specs: Iterable[TopicSpec]) -> list[
         await admin.close()
 
 
-def make_producer(settings: Settings, *, name: str) -> AIOKafkaProducer:
+def make_producer(settings: Settings, *, name: str, linger_ms: int = 5) -> AIOKafkaProducer:
     """A producer that waits for all in-sync replicas (the broker's own durability)."""
     return AIOKafkaProducer(
         **client_options(settings),
         client_id=f"{settings.kafka_client_id}-{name}",
         acks="all",
-        linger_ms=5,
+        linger_ms=linger_ms,
         max_request_size=_MAX_REQUEST,
         max_batch_size=1024 * 1024,
     )
