@@ -734,7 +734,7 @@ class CorrelateStage(Stage):
         now = time.monotonic()
         # Only the partitions that are due: their phases are spread over the interval at each
         # assignment (`_stagger`), so each pause serialises and writes one partition's state,
-        # not all of them at once (ticks keep every partition dirty).
+        # not all of them at once (ticks keep every partition that gets them dirty).
         dirty = [st for st in self.owned.values() if st.dirty and (force or now - st.last_checkpoint >= self._interval)]
         if not dirty:
             return
