@@ -23,7 +23,7 @@ import contextlib
 import logging
 import time
 import zlib
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -47,7 +47,6 @@ __all__ = [
     "encode_segment",
     "decode_segment",
     "parse_src",
-    "scan_from",
 ]
 
 log = logging.getLogger(__name__)
@@ -270,24 +269,6 @@ def _runs(offsets: list[int], gap: int = 256) -> list[tuple[int, int]]:
         else:
             runs.append((offset, offset + 1))
     return runs
-
-
-def scan_from(checkpoints: Mapping[int, Checkpoint], log_ends: Mapping[int, int]) -> tuple[dict[str, int], set[int]]:
-    """Where a restore's scan of the outputs starts (`topic:partition` -> offset), and the
-    partitions it is for: those with records past their checkpoint (`log_ends`: each
-    partition's end offset), from the lowest output ends of their checkpoints. A partition
-    whose checkpoint is at the end of its log has published nothing since (outputs come only
-    from records), and its checkpoint may be old: counted, it would pull the scan back by as
-    long (with `partition_by=single`, partitions other than 0 get no records at all)."""
-    lowest: dict[str, int] = {}
-    behind: set[int] = set()
-    for p, checkpoint in checkpoints.items():
-        if checkpoint.offset >= log_ends[p]:
-            continue
-        behind.add(p)
-        for key, offset in checkpoint.out_ends.items():
-            lowest[key] = min(offset, lowest.get(key, offset))
-    return lowest, behind
 
 
 def tp_key(tp: TopicPartition) -> str:

@@ -40,7 +40,6 @@ from streams.checkpoints import (
     encode_segment,
     expire_retired,
     plan_memory,
-    scan_from,
     sealed_to,
 )
 from streams.health import Health
@@ -334,19 +333,11 @@ class CorrelateStage(Stage):
                 for i in processor.correlator.incidents()
                 if i.resolved_at is None and i.merged_into is None
             }
-            if p != 0 and restored[p].open and self.settings.partition_by == "single":
-                # kept by an earlier `asset` run: `single` sends this partition nothing, not
-                # even the event time that would close them
-                log.warning(
-                    "partition %d holds %d open incidents from an earlier partition_by=asset run; "
-                    "with partition_by=single it gets no records and they stay open",
-                    p,
-                    len(restored[p].open),
-                    extra={"topic": self._topic, "partition": p},
-                )
-        logs = await consumer.end_offsets(tps)
-        lowest, behind = scan_from(checkpoints, {tp.partition: int(end) for tp, end in logs.items()})
-        published = await store.published_since(lowest, behind) if behind else {}
+        lowest: dict[str, int] = {}
+        for checkpoint in checkpoints.values():
+            for key, offset in checkpoint.out_ends.items():
+                lowest[key] = min(offset, lowest.get(key, offset))
+        published = await store.published_since(lowest, set(partitions))
         for p, found in published.items():
             st = restored[p]
             if found.last_src_offset >= st.next_offset:
@@ -734,7 +725,7 @@ class CorrelateStage(Stage):
         now = time.monotonic()
         # Only the partitions that are due: their phases are spread over the interval at each
         # assignment (`_stagger`), so each pause serialises and writes one partition's state,
-        # not all of them at once (ticks keep every partition that gets them dirty).
+        # not all of them at once (ticks keep every partition dirty).
         dirty = [st for st in self.owned.values() if st.dirty and (force or now - st.last_checkpoint >= self._interval)]
         if not dirty:
             return

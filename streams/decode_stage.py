@@ -2,8 +2,7 @@
 
 Consumes `soc.alerts`, `noc.events` (any configured inputs) and the context topics in one
 consumer group with aiokafka batches, produces each record's items (alerts keyed by
-canonical asset, invalid inputs keyed by id, context and ticks to every partition: to partition 0
-alone with `partition_by=single`, the only one alerts reach), waits
+canonical asset, invalid inputs keyed by id, context and ticks to every partition), waits
 for the acknowledgements, then commits. A crash repeats at most the uncommitted batch; the
 correlation engine ignores alert ids it has already seen, so a repeat decides nothing twice.
 (Deferring a batch's acknowledgements and commit past the next batch, as the correlate stage
@@ -155,8 +154,6 @@ class DecodeStage(Stage):
         self._internal = settings.internal_topic()
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
-        # where context and ticks go: every partition, or only partition 0 with `single` (the
-        # others would only checkpoint ticks, 29 of the 33 pauses of a 20-s benchmark run)
         self._partitions: list[int] = []
         # sent, not yet acknowledged: each entry's acks, the offsets to commit after them, and
         # its tagged requests (`handoff`)
@@ -187,7 +184,7 @@ class DecodeStage(Stage):
                 parts = producer.client.cluster.partitions_for_topic(self._internal)
             if not parts:
                 raise RuntimeError(f"topic {self._internal} does not exist")
-            self._partitions = [0] if settings.partition_by == "single" else sorted(parts)
+            self._partitions = sorted(parts)
             topics = [*settings.inputs, *settings.context_topics()]
             consumer.subscribe(topics, listener=_Listener(self))
             self.state.running = True
@@ -333,8 +330,7 @@ class DecodeStage(Stage):
                 await self._broadcast(sender, TickItem(name, 0.0, start=True))
 
     async def _ticks(self, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer) -> None:
-        """Broadcast the sources' event-time progress (and idleness) to every partition that
-        correlates alerts."""
+        """Broadcast the sources' event-time progress (and idleness) to every partition."""
         if not self.sources:
             return
         now = time.monotonic()
