@@ -184,7 +184,7 @@ class CorrelateStage(Stage):
         # Checkpoints and memory segments without the 5 ms linger: a checkpoint pauses its
         # stage until they are acknowledged, and is sent whole (the records a partition's
         # checkpoint writes go in one batch once the first has gone out)
-        writer = make_producer(settings, name="checkpoints", linger_ms=0)
+        writer = make_producer(settings, name="checkpoint-writer", linger_ms=0)
         self.owned = {}
         self.broken = None
         self._unacked = []
