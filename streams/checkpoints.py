@@ -286,9 +286,11 @@ class CheckpointStore:
         *,
         topic: str,
         output_topics: Iterable[str],
+        gate: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._consumer = consumer
         self._producer = producer
+        self._gate = gate  # awaited before each write (the correlate stage's group lease)
         self.topic = topic
         self.output_topics = tuple(output_topics)
         self._output_tps: list[TopicPartition] | None = None
@@ -317,6 +319,8 @@ class CheckpointStore:
 
     async def write(self, checkpoint: Checkpoint) -> None:
         """Append a checkpoint and wait for the broker's acknowledgement."""
+        if self._gate is not None:
+            await self._gate()
         await self._producer.send_and_wait(
             self.topic,
             checkpoint.encode(),
@@ -326,6 +330,8 @@ class CheckpointStore:
 
     async def write_segment(self, partition: int, start: int, end: int, value: bytes) -> MemoryRef:
         """Append a memory segment (`encode_segment`) and wait for its acknowledgement."""
+        if self._gate is not None:
+            await self._gate()
         meta = await self._producer.send_and_wait(
             self.topic, value, key=segment_key(partition, start), partition=partition
         )
@@ -333,6 +339,8 @@ class CheckpointStore:
 
     async def delete_segment(self, partition: int, ref: MemoryRef) -> None:
         """Tombstone a segment no checkpoint in use refers to any more (compaction drops it)."""
+        if self._gate is not None:
+            await self._gate()
         await self._producer.send_and_wait(self.topic, None, key=ref.key(partition), partition=partition)
 
     async def memory(self, checkpoint: Checkpoint) -> Earlier | None:

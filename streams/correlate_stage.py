@@ -44,6 +44,7 @@ from streams.checkpoints import (
 )
 from streams.health import Health
 from streams.kafka import BatchSender, checkpoint_keep_s, make_consumer, make_producer
+from streams.lease import GroupLease, LeaseLost, abandon_producer, holds_undelivered
 from streams.metrics import Metrics
 from streams.partition import Processor, Snapshotter
 from streams.records import (
@@ -72,8 +73,13 @@ log = logging.getLogger(__name__)
 
 
 # `handoff=memory`: a partition paused because its records come from memory is fetched again
-# after this long without one (another worker's decode stage may write to it meanwhile)
-_IDLE_S = 0.05
+# after this long without one (another worker's decode stage may write to it meanwhile; a
+# record of theirs between ours unpauses at once). 50 ms was shorter than a decode stall under
+# load: the partition was fetched again, and what came from memory was read back (379 records
+# read back against 3,016 from memory in one full-suite run of test_handoff)
+_IDLE_S = 0.25
+# how often a lapsed lease is checked against what the producers hold
+_FENCE_POLL_S = 0.05
 # Memory segments encoded and written in one go between checkpoints, at most (~3 ms each to
 # encode, on the event loop): a backlog of full segments is caught up over a few rounds.
 _SEAL_AT_ONCE = 8
@@ -151,6 +157,8 @@ class CorrelateStage(Stage):
         self._topic = settings.internal_topic()
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
+        self._lease: GroupLease | None = None  # this session's group membership (fencing)
+        self._assigning = False  # in `assigned()`
         self._store: CheckpointStore | None = None
         self._unacked: list[list[asyncio.Future[Any]]] = []  # outputs sent, by batch
         self._commit: asyncio.Task[None] | None = None
@@ -185,6 +193,8 @@ class CorrelateStage(Stage):
         # stage until they are acknowledged, and is sent whole (the records a partition's
         # checkpoint writes go in one batch once the first has gone out)
         writer = make_producer(settings, name="checkpoint-writer", linger_ms=0)
+        lease = GroupLease(settings.group_session_timeout.total_seconds())
+        watch: asyncio.Task[None] | None = None
         self.owned = {}
         self.broken = None
         self._unacked = []
@@ -192,11 +202,13 @@ class CorrelateStage(Stage):
         self._rebalancing = False
         try:
             await start_clients(producer, writer, reader, consumer)
-            self._consumer, self._producer = consumer, producer
+            lease.attach(consumer)
+            watch = asyncio.create_task(self._fence(lease, (producer, writer)))
+            self._consumer, self._producer, self._lease = consumer, producer, lease
             if settings.publish_decisions:
                 self._decision_partitions = len(await producer.partitions_for(settings.decisions_topic))
             self._store = CheckpointStore(
-                reader, writer, topic=settings.checkpoint_topic(), output_topics=self._outputs
+                reader, writer, topic=settings.checkpoint_topic(), output_topics=self._outputs, gate=self._gate
             )
             consumer.subscribe([self._topic], listener=_Listener(self))
             self.state.running = True
@@ -227,6 +239,8 @@ class CorrelateStage(Stage):
                 await self._acked()
                 await self._checkpoint(force=True)
         finally:
+            if watch is not None:
+                await drop_task(watch)
             await self._drop_fetch()
             self._local.clear()
             self._unacked = []
@@ -237,9 +251,41 @@ class CorrelateStage(Stage):
                 if st.sealing is not None:
                     await drop_task(st.sealing)
             self._consumer = self._producer = None
+            self._lease = None
             self._store = None
             self.owned = {}
             await stop_clients(consumer, reader, writer, producer)
+
+    async def _gate(self) -> None:
+        """Before records go to a producer: wait while the group lease has lapsed. Not while
+        an assignment is taken (its restore writes a first checkpoint of a new partition):
+        aiokafka sends no heartbeat until that returns, and it follows the SyncGroup."""
+        lease = self._lease
+        if lease is not None and not self._assigning:
+            await lease.gate()
+
+    async def _fence(self, lease: GroupLease, producers: tuple[AIOKafkaProducer, ...]) -> None:
+        """Abandon the producers if they still hold records when the group coordinator may
+        be about to give our partitions away (`streams.lease`): once it has, the new owner's
+        restore looks for our outputs, and anything of ours landing later is published twice.
+        The session then ends (`broken`), and a new one restores from the checkpoints."""
+        while True:
+            wait = lease.fence_at - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            if any(holds_undelivered(p) for p in producers):
+                exc = LeaseLost(
+                    f"no heartbeat accepted for {time.monotonic() - lease.renewed_at:.1f} s with outputs "
+                    f"undelivered: dropped, for the partitions' next owner to publish"
+                )
+                log.error("fencing: %s", exc)
+                for p in producers:
+                    abandon_producer(p, exc)
+                self.broken = exc
+                self._local_ready.set()  # (the loop may be waiting for a fetch)
+                return
+            await asyncio.sleep(_FENCE_POLL_S)
 
     # -- rebalance ---------------------------------------------------------------------
     async def revoked(self) -> None:
@@ -267,40 +313,48 @@ class CorrelateStage(Stage):
     async def assigned(self, partitions: list[int]) -> None:
         """Keep what stayed, restore what is new, seek everything to its next offset."""
         async with self.lock:
-            # A new member id means we were expelled (cut off for longer than the session
-            # timeout) and joined again: another worker may have owned and advanced our
-            # partitions meanwhile, so nothing in memory is kept; restoring scans the outputs.
-            member = _member_id(self._consumer)
-            expelled = self._member is not None and member != self._member
-            self._member = member
-            if expelled and self.owned:
-                log.warning("rejoined the group as a new member: restoring %s", sorted(self.owned))
-            kept = {} if expelled else {p: st for p, st in self.owned.items() if p in partitions}
-            for p in set(self.owned) - set(kept):
-                with contextlib.suppress(KeyError):  # no lag series yet
-                    self.metrics.forget_partition(self._topic, p)
-                self.caps.forget(p)
-            new = sorted(set(partitions) - set(kept))
-            self.owned = kept
-            await self._drop_fetch()  # it read from before the seeks below
-            if new:
-                self.owned.update(await self._restore(new))
-            consumer = self._consumer
-            assert consumer is not None
-            for p, st in self.owned.items():
-                tp = TopicPartition(self._topic, p)
-                consumer.seek(tp, st.next_offset)
-                consumer.resume(tp)  # (a hand-off pause is not meant to outlive the assignment)
-                st.handed.clear()  # the consumer does not read below next_offset again
-                st.paused = False
-            self.state.partitions = [f"{self._topic}:{p}" for p in sorted(self.owned)]
-            self._stagger()
-            self._rebalancing = False
-            log.info(
-                "correlate stage owns partitions %s (restored %s)",
-                sorted(self.owned),
-                new,
-            )
+            self._assigning = True
+            try:
+                await self._assign(partitions)
+            finally:
+                self._assigning = False
+
+    async def _assign(self, partitions: list[int]) -> None:
+        """`assigned()`, under the lock."""
+        # A new member id means we were expelled (cut off for longer than the session
+        # timeout) and joined again: another worker may have owned and advanced our
+        # partitions meanwhile, so nothing in memory is kept; restoring scans the outputs.
+        member = _member_id(self._consumer)
+        expelled = self._member is not None and member != self._member
+        self._member = member
+        if expelled and self.owned:
+            log.warning("rejoined the group as a new member: restoring %s", sorted(self.owned))
+        kept = {} if expelled else {p: st for p, st in self.owned.items() if p in partitions}
+        for p in set(self.owned) - set(kept):
+            with contextlib.suppress(KeyError):  # no lag series yet
+                self.metrics.forget_partition(self._topic, p)
+            self.caps.forget(p)
+        new = sorted(set(partitions) - set(kept))
+        self.owned = kept
+        await self._drop_fetch()  # it read from before the seeks below
+        if new:
+            self.owned.update(await self._restore(new))
+        consumer = self._consumer
+        assert consumer is not None
+        for p, st in self.owned.items():
+            tp = TopicPartition(self._topic, p)
+            consumer.seek(tp, st.next_offset)
+            consumer.resume(tp)  # (a hand-off pause is not meant to outlive the assignment)
+            st.handed.clear()  # the consumer does not read below next_offset again
+            st.paused = False
+        self.state.partitions = [f"{self._topic}:{p}" for p in sorted(self.owned)]
+        self._stagger()
+        self._rebalancing = False
+        log.info(
+            "correlate stage owns partitions %s (restored %s)",
+            sorted(self.owned),
+            new,
+        )
 
     async def _restore(self, partitions: list[int]) -> dict[int, PartitionState]:
         store, consumer = self._store, self._consumer
@@ -431,7 +485,7 @@ class CorrelateStage(Stage):
     async def _process(self, batch: dict[TopicPartition, list[Any]]) -> None:
         producer = self._producer
         assert producer is not None
-        sender = BatchSender(producer)
+        sender = BatchSender(producer, gate=self._gate)
         now_ms = time.time() * 1000
         for tp, records in batch.items():
             st = self.owned.get(tp.partition)
@@ -462,7 +516,7 @@ class CorrelateStage(Stage):
         """The records `offer` queued that are next in their partitions."""
         producer = self._producer
         assert producer is not None
-        sender = BatchSender(producer)
+        sender = BatchSender(producer, gate=self._gate)
         now_ms = time.time() * 1000
         touched: set[int] = set()
         local = self._local

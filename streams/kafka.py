@@ -331,11 +331,19 @@ class BatchSender:
     acknowledgements without waiting; `flush()` sends and waits for every acknowledgement
     (raising on a failed batch). With `tagged=True`, every record's `tag` is kept with the
     request it went out in (`take_sent()`), so that its offset is known once that request is
-    acknowledged.
+    acknowledged. A `gate`, if given, is awaited before anything is handed to the producer
+    (the correlate stage's group lease, `streams.lease`).
     """
 
-    def __init__(self, producer: AIOKafkaProducer, *, tagged: bool = False) -> None:
+    def __init__(
+        self,
+        producer: AIOKafkaProducer,
+        *,
+        tagged: bool = False,
+        gate: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._producer = producer
+        self._gate = gate  # awaited before anything is handed to the producer
         self._batches: dict[tuple[str, int], Any] = {}
         self._futures: list[asyncio.Future[Any]] = []
         self._partitions: dict[str, int] = {}
@@ -417,6 +425,8 @@ class BatchSender:
 
     async def drain(self) -> None:
         """Hand the queued (full) batches to the producer, in order."""
+        if self._gate is not None and self._queued:
+            await self._gate()
         queued, self._queued = self._queued, []
         for slot, batch, tags, alone in queued:
             topic, partition = slot
