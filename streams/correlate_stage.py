@@ -17,13 +17,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import contextvars
 import logging
 import time
 from collections import Counter, deque
 from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError
@@ -44,7 +45,7 @@ from streams.checkpoints import (
 )
 from streams.health import Health
 from streams.kafka import BatchSender, checkpoint_keep_s, make_consumer, make_producer
-from streams.lease import GroupLease, LeaseLost, abandon_producer, holds_undelivered
+from streams.lease import GroupLease, LeaseLost, ProducerFence
 from streams.metrics import Metrics
 from streams.partition import Processor, Snapshotter
 from streams.records import (
@@ -80,6 +81,8 @@ log = logging.getLogger(__name__)
 _IDLE_S = 0.25
 # how often a lapsed lease is checked against what the producers hold
 _FENCE_POLL_S = 0.05
+# set while `assigned()` runs (in its task only: writes running behind are still gated)
+_ASSIGNING: contextvars.ContextVar[bool] = contextvars.ContextVar("assigning", default=False)
 # Memory segments encoded and written in one go between checkpoints, at most (~3 ms each to
 # encode, on the event loop): a backlog of full segments is caught up over a few rounds.
 _SEAL_AT_ONCE = 8
@@ -111,6 +114,8 @@ class PartitionState:
     retired: list[tuple[MemoryRef, float]] = field(default_factory=list)
     # the segments being written between checkpoints (`CorrelateStage._seal_filled`)
     sealing: asyncio.Future[list[MemoryRef]] | None = None
+    # a checkpoint of it is being written behind (`memory` is updated once it is)
+    writing: bool = False
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -158,10 +163,10 @@ class CorrelateStage(Stage):
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._lease: GroupLease | None = None  # this session's group membership (fencing)
-        self._assigning = False  # in `assigned()`
         self._store: CheckpointStore | None = None
         self._unacked: list[list[asyncio.Future[Any]]] = []  # outputs sent, by batch
         self._commit: asyncio.Task[None] | None = None
+        self._writing: asyncio.Future[None] | None = None  # the checkpoint written behind
         self._interval = settings.checkpoint_interval.total_seconds()
         self._keep_s = checkpoint_keep_s(settings)
         # the consumer's fetch in progress, awaited beside what the decode stage offers
@@ -194,6 +199,7 @@ class CorrelateStage(Stage):
         # checkpoint writes go in one batch once the first has gone out)
         writer = make_producer(settings, name="checkpoint-writer", linger_ms=0)
         lease = GroupLease(settings.group_session_timeout.total_seconds())
+        fences = (ProducerFence(producer), ProducerFence(writer))
         watch: asyncio.Task[None] | None = None
         self.owned = {}
         self.broken = None
@@ -203,7 +209,8 @@ class CorrelateStage(Stage):
         try:
             await start_clients(producer, writer, reader, consumer)
             lease.attach(consumer)
-            watch = asyncio.create_task(self._fence(lease, (producer, writer)))
+            watch = asyncio.create_task(self._fence(lease, fences))
+            watch.add_done_callback(self._fence_ended)
             self._consumer, self._producer, self._lease = consumer, producer, lease
             if settings.publish_decisions:
                 self._decision_partitions = len(await producer.partitions_for(settings.decisions_topic))
@@ -244,6 +251,9 @@ class CorrelateStage(Stage):
             await self._drop_fetch()
             self._local.clear()
             self._unacked = []
+            writing, self._writing = self._writing, None
+            if writing is not None:
+                await drop_task(writing)
             commit, self._commit = self._commit, None
             if commit is not None:
                 await drop_task(commit)
@@ -257,14 +267,19 @@ class CorrelateStage(Stage):
             await stop_clients(consumer, reader, writer, producer)
 
     async def _gate(self) -> None:
-        """Before records go to a producer: wait while the group lease has lapsed. Not while
-        an assignment is taken (its restore writes a first checkpoint of a new partition):
-        aiokafka sends no heartbeat until that returns, and it follows the SyncGroup."""
+        """Before records go to a producer: wait while the group lease has lapsed, and refuse
+        once the coordinator no longer knows the member the partitions were assigned to.
+        Not for `assigned()`'s own writes (its restore writes a first checkpoint of a new
+        partition): aiokafka sends no heartbeat until it returns, and it follows the
+        SyncGroup at once."""
         lease = self._lease
-        if lease is not None and not self._assigning:
-            await lease.gate()
+        if lease is None or _ASSIGNING.get():
+            return
+        if _member_id(self._consumer) != self._member:
+            raise LeaseLost("expelled from the group: this member's partitions may have moved")
+        await lease.gate()
 
-    async def _fence(self, lease: GroupLease, producers: tuple[AIOKafkaProducer, ...]) -> None:
+    async def _fence(self, lease: GroupLease, fences: tuple[ProducerFence, ...]) -> None:
         """Abandon the producers if they still hold records when the group coordinator may
         be about to give our partitions away (`streams.lease`): once it has, the new owner's
         restore looks for our outputs, and anything of ours landing later is published twice.
@@ -274,18 +289,27 @@ class CorrelateStage(Stage):
             if wait > 0:
                 await asyncio.sleep(wait)
                 continue
-            if any(holds_undelivered(p) for p in producers):
+            if any(f.holds_undelivered() for f in fences):
                 exc = LeaseLost(
                     f"no heartbeat accepted for {time.monotonic() - lease.renewed_at:.1f} s with outputs "
                     f"undelivered: dropped, for the partitions' next owner to publish"
                 )
                 log.error("fencing: %s", exc)
-                for p in producers:
-                    abandon_producer(p, exc)
+                for f in fences:
+                    f.abandon(exc)
+                lease.lose(exc)
                 self.broken = exc
                 self._local_ready.set()  # (the loop may be waiting for a fetch)
                 return
             await asyncio.sleep(_FENCE_POLL_S)
+
+    def _fence_ended(self, task: asyncio.Task[None]) -> None:
+        """Without its watch, a session is not fenced: it ends."""
+        if task.cancelled() or task.exception() is None:
+            return
+        if self.broken is None:
+            self.broken = cast(Exception, task.exception())
+        self._local_ready.set()
 
     # -- rebalance ---------------------------------------------------------------------
     async def revoked(self) -> None:
@@ -307,17 +331,18 @@ class CorrelateStage(Stage):
                 # on. A checkpoint of our state now would be the newest, yet behind theirs, and
                 # its output bound would hide what they published. The new assignment restores.
                 log.warning("expelled from the group: not checkpointing %s", sorted(self.owned))
+                await self._drop_writes()
                 return
             await self._checkpoint(force=True)
 
     async def assigned(self, partitions: list[int]) -> None:
         """Keep what stayed, restore what is new, seek everything to its next offset."""
         async with self.lock:
-            self._assigning = True
+            assigning = _ASSIGNING.set(True)
             try:
                 await self._assign(partitions)
             finally:
-                self._assigning = False
+                _ASSIGNING.reset(assigning)
 
     async def _assign(self, partitions: list[int]) -> None:
         """`assigned()`, under the lock."""
@@ -329,6 +354,8 @@ class CorrelateStage(Stage):
         self._member = member
         if expelled and self.owned:
             log.warning("rejoined the group as a new member: restoring %s", sorted(self.owned))
+        if expelled:
+            await self._drop_writes()
         kept = {} if expelled else {p: st for p, st in self.owned.items() if p in partitions}
         for p in set(self.owned) - set(kept):
             with contextlib.suppress(KeyError):  # no lag series yet
@@ -731,6 +758,8 @@ class CorrelateStage(Stage):
             return
         size = self.settings.memory_segment_ids
         for st in self.owned.values():
+            if st.writing:
+                continue  # its memory refs are updated once the checkpoint is written
             if st.sealing is not None:
                 if not st.sealing.done():
                     continue
@@ -773,28 +802,39 @@ class CorrelateStage(Stage):
         return plan_memory(st.memory, first, end, self.settings.memory_segment_ids)
 
     async def _checkpoint(self, *, force: bool) -> None:
+        """Checkpoint the partitions that are due (all of them with `force`).
+
+        The stage pauses only while their state is encoded and the output ends are read (no
+        output of theirs is sent meanwhile, so the ends are a lower bound of what follows
+        the checkpoint; outputs sent before it and still in flight land at or after them,
+        where a restore's scan sees them). The rest is written behind, while the stage goes
+        on: the outputs sent before the checkpoint are acknowledged first (a checkpoint
+        must not account for an output that then fails), then the sealed segments, the
+        checkpoints and the deletions are written, one round trip. One checkpoint is written
+        at a time; with `force`, this one is acknowledged before this returns. A failed write
+        ends the session (`broken`)."""
         store, consumer = self._store, self._consumer
         if store is None or consumer is None or not self.owned:
             return
         now = time.monotonic()
         # Only the partitions that are due: their phases are spread over the interval at each
-        # assignment (`_stagger`), so each pause serialises and writes one partition's state,
-        # not all of them at once (ticks keep every partition dirty).
+        # assignment (`_stagger`), so each pause serialises one partition's state, not all of
+        # them at once (ticks keep every partition dirty).
         dirty = [st for st in self.owned.values() if st.dirty and (force or now - st.last_checkpoint >= self._interval)]
         if not dirty:
+            if force:
+                await self._written()
             return
-        # Every output of these partitions is acknowledged (awaited here), so the end
-        # offsets read now are a lower bound of anything published after.
         began = time.perf_counter()
-        await self._acked()
+        await self._written()  # the previous one (its memory refs are what this one plans from)
         in_flight = [st.sealing for st in dirty if st.sealing is not None]
         if in_flight:  # (acknowledged by now, mostly) a plan never seals what is being written
             await asyncio.wait(in_flight)
             for st in dirty:
                 if st.sealing is not None:
                     self._sealed(st)
-        # the output ends asked while the state is encoded (read after the acknowledgements
-        # above, they stay a lower bound)
+        # what was sent before the checkpoint: acknowledged before it is written
+        sent, self._unacked = self._unacked, []
         ends = asyncio.ensure_future(store.output_ends())
         try:
             plans = [self._memory_plan(st) for st in dirty]
@@ -817,24 +857,53 @@ class CorrelateStage(Stage):
             checkpoints.append(
                 Checkpoint(st.partition, st.next_offset, out_ends, state, written_at, tuple(kept), tuple(retired))
             )
-        # All in one round trip, each acknowledged before this returns: the checkpoints; the
-        # segments sealed now (this checkpoint's state still holds their ids: the next one
-        # refers to them, by the offsets acknowledged here); and the deletion of segments no
-        # checkpoint that may still be restored refers to (listed as retired until deleted).
-        sealing = [
-            asyncio.gather(*(store.write_segment(st.partition, a, b, value) for a, b, value in segments))
-            for st, (segments, _) in zip(dirty, encoded, strict=True)
-        ]
-        sealed, *_ = await asyncio.gather(
-            asyncio.gather(*sealing),
-            asyncio.gather(*(store.write(c) for c in checkpoints)),
-            asyncio.gather(*(store.delete_segment(p, r) for p, r in expired)),
+            st.dirty = False  # (what it processes from now on dirties it again)
+            st.last_checkpoint = phase_kept(st.last_checkpoint, now, self._interval)
+            st.writing = True
+        write = asyncio.ensure_future(
+            self._write(store, consumer, sent, dirty, checkpoints, [seg for seg, _ in encoded], expired)
         )
-        self.metrics.observe_checkpoint(time.perf_counter() - began)
+        self._writing = write
+        if force:
+            await self._written()
+        else:
+            write.add_done_callback(self._write_ended)
+        self.metrics.observe_checkpoint(time.perf_counter() - began)  # (the pause)
+
+    async def _write(
+        self,
+        store: CheckpointStore,
+        consumer: AIOKafkaConsumer,
+        sent: list[list[asyncio.Future[Any]]],
+        dirty: list[PartitionState],
+        checkpoints: list[Checkpoint],
+        segments: list[list[tuple[int, int, bytes]]],
+        expired: list[tuple[int, MemoryRef]],
+    ) -> None:
+        """The written-behind part of `_checkpoint`."""
+        try:
+            for futures in sent:
+                if futures:
+                    await asyncio.gather(*futures)
+            # All in one round trip, each acknowledged before this returns: the checkpoints;
+            # the segments sealed now (this checkpoint's state still holds their ids: the next
+            # one refers to them, by the offsets acknowledged here); and the deletion of
+            # segments no checkpoint that may still be restored refers to (listed as retired
+            # until deleted).
+            sealing = [
+                asyncio.gather(*(store.write_segment(st.partition, a, b, value) for a, b, value in own))
+                for st, own in zip(dirty, segments, strict=True)
+            ]
+            sealed, *_ = await asyncio.gather(
+                asyncio.gather(*sealing),
+                asyncio.gather(*(store.write(c) for c in checkpoints)),
+                asyncio.gather(*(store.delete_segment(p, r) for p, r in expired)),
+            )
+        finally:
+            for st in dirty:
+                st.writing = False
         gone = set(expired)
         for st, checkpoint, new in zip(dirty, checkpoints, sealed, strict=True):
-            st.dirty = False
-            st.last_checkpoint = phase_kept(st.last_checkpoint, now, self._interval)
             st.memory = [*checkpoint.memory, *new]
             st.state_bytes = len(checkpoint.state or b"") + sum(r.size for r in st.memory)
             st.retired = [(r, at) for r, at in checkpoint.retired if (st.partition, r) not in gone]
@@ -843,8 +912,8 @@ class CorrelateStage(Stage):
             state_bytes=sum(st.state_bytes for st in self.owned.values()),
         )
         offsets = {
-            TopicPartition(self._topic, st.partition): OffsetAndMetadata(st.next_offset, "")
-            for st in dirty
+            TopicPartition(self._topic, st.partition): OffsetAndMetadata(checkpoint.offset, "")
+            for st, checkpoint in zip(dirty, checkpoints, strict=True)
         }
         # For lag monitoring only (checkpoints are what a new owner resumes from): in the
         # background, one at a time.
@@ -852,6 +921,32 @@ class CorrelateStage(Stage):
         if previous is not None:
             await previous
         self._commit = asyncio.create_task(_commit(consumer, offsets))
+
+    async def _drop_writes(self) -> None:
+        """Cancel the checkpoint and segment writes in progress: expelled, this member's state
+        is behind whatever another worker did with its partitions meanwhile."""
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            await drop_task(writing)
+        for st in self.owned.values():
+            sealing, st.sealing = st.sealing, None
+            if sealing is not None:
+                await drop_task(sealing)
+            st.writing = False
+
+    async def _written(self) -> None:
+        """Wait for the checkpoint being written behind, if any (raising if it failed)."""
+        write, self._writing = self._writing, None
+        if write is not None:
+            await write
+
+    def _write_ended(self, write: asyncio.Future[None]) -> None:
+        """A checkpoint written behind failed: the session ends (a new one restores)."""
+        if write.cancelled() or write.exception() is None:
+            return
+        if self.broken is None:
+            self.broken = cast(Exception, write.exception())
+        self._local_ready.set()  # (the loop may be waiting for a fetch)
 
 
 def phase_kept(last: float, now: float, interval: float) -> float:

@@ -15,10 +15,11 @@ from that moment:
 
 - `valid()` holds for half the session: records are handed to a producer only while it
   holds (`gate()` waits for the next accepted heartbeat, and raises `LeaseLost` when none
-  comes within the session);
+  comes within a session of waiting);
 - `fence_at` is at 80% of the session: a producer that still holds undelivered records then
-  is abandoned (`abandon_producer`): its sender stops, its connections are aborted, and
-  every record it held fails instead of being delivered late.
+  is abandoned (`ProducerFence.abandon`): it connects no more, its connections are reset,
+  its sender and requests in flight are cancelled, and every record it held fails instead
+  of being delivered late.
 
 What this cannot stop: bytes already handed to the operating system before the fence, which
 a network may still deliver afterwards. Only broker-side fencing (transactions) closes that.
@@ -27,7 +28,10 @@ a network may still deliver afterwards. Only broker-side fencing (transactions) 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import socket
+import struct
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -35,7 +39,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-__all__ = ["LeaseLost", "GroupLease", "accepted", "abandon_producer", "holds_undelivered"]
+__all__ = ["LeaseLost", "GroupLease", "ProducerFence", "accepted"]
 
 # Kafka API keys of the group requests whose acceptance proves the membership is alive
 _HEARTBEAT, _JOIN_GROUP, _SYNC_GROUP = 12, 11, 14
@@ -63,6 +67,7 @@ class GroupLease:
         self._clock = clock
         self.renewed_at = -math.inf  # send time of the newest accepted group request
         self._renewed = asyncio.Event()
+        self._lost: LeaseLost | None = None
 
     def attach(self, consumer: AIOKafkaConsumer) -> None:
         """Renew on every group request the consumer's coordinator gets accepted.
@@ -83,6 +88,11 @@ class GroupLease:
 
         coordinator._send_req = send_and_renew  # type: ignore[union-attr]
 
+    def lose(self, exc: LeaseLost) -> None:
+        """For good (the producers were abandoned): `gate()` raises `exc` from now on."""
+        self._lost = exc
+        self._renewed.set()
+
     def renew(self, sent: float) -> None:
         if sent > self.renewed_at:
             self.renewed_at = sent
@@ -102,11 +112,15 @@ class GroupLease:
 
     async def gate(self) -> None:
         """Return at once while the lease is valid; else wait for the coordinator to accept
-        this member again, or raise `LeaseLost` after a session without that."""
+        this member again, or raise `LeaseLost` if a session passes first (or it is lost)."""
+        if self._lost is not None:
+            raise self._lost
         if self._clock() < self.valid_until:
             return
         deadline = self._clock() + self.session_s
         while not self.valid():
+            if self._lost is not None:
+                raise self._lost
             left = deadline - self._clock()
             if left <= 0:
                 raise LeaseLost(
@@ -127,29 +141,66 @@ def accepted(api_key: int | None, error_code: int | None) -> bool:
     return error_code == 0 or (api_key == _HEARTBEAT and error_code == _REBALANCE_IN_PROGRESS)
 
 
-def holds_undelivered(producer: AIOKafkaProducer) -> bool:
-    """Whether the producer holds records not acknowledged yet (queued, or in flight)."""
-    acc = getattr(producer, "_message_accumulator", None)
-    if acc is None:
+class ProducerFence:
+    """What abandons a producer (`abandon`). Installed before the producer starts: it makes
+    the producer's client refuse every connection once fenced, including one being made when
+    the fence falls (aiokafka writes a request as soon as its connection is ready)."""
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self.producer = producer
+        self.fenced: BaseException | None = None
+        client = producer.client
+        get_conn: Callable[..., Awaitable[Any]] = client._get_conn
+
+        async def get_conn_unless_fenced(*args: Any, **kwargs: Any) -> Any:
+            conn = await get_conn(*args, **kwargs)
+            if self.fenced is not None:
+                return None  # (`client.send` raises NodeNotReadyError: nothing is written)
+            return conn
+
+        client._get_conn = get_conn_unless_fenced
+
+    def holds_undelivered(self) -> bool:
+        """Whether the producer holds records not acknowledged yet (queued, or in flight)."""
+        acc = self.producer._message_accumulator
+        batches = [*acc._pending_batches, *(b for queue in acc._batches.values() for b in queue)]
+        return any(not batch.future.done() for batch in batches)
+
+    def abandon(self, exc: BaseException) -> None:
+        """Make sure nothing the producer holds reaches the broker, as far as this process
+        can: refuse new connections, reset the open ones (SO_LINGER 0: the kernel drops what
+        it had not sent yet instead of sending it before closing), cancel the sender and its
+        requests in flight, and fail every record held with `exc`. The producer is unusable
+        afterwards; `stop()` closes it without waiting for anything. What the network
+        already carries may still arrive."""
+        if self.fenced is not None:
+            return
+        self.fenced = exc
+        producer = self.producer
+        for conn in list(producer.client._conns.values()):
+            writer = getattr(conn, "_writer", None)
+            if writer is None:
+                continue
+            sock = writer.transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+        sender = producer._sender
+        for task in asyncio.all_tasks():
+            if _produces_for(task, sender):
+                task.cancel()
+        if sender.sender_task is not None:
+            sender.sender_task.cancel()
+        producer._message_accumulator.fail_all(exc)
+
+
+def _produces_for(task: asyncio.Task[Any], sender: Any) -> bool:
+    """Whether `task` is one of `sender`'s produce requests (aiokafka 0.14 runs each as a task
+    of `Sender._send_produce_req`, tracked only inside the sender's routine)."""
+    coro: Any = task.get_coro()
+    frame = getattr(coro, "cr_frame", None)
+    code = getattr(coro, "cr_code", None)
+    if frame is None or code is None or code.co_name != "_send_produce_req":
         return False
-    batches = [*acc._pending_batches, *(b for queue in acc._batches.values() for b in queue)]
-    return any(not batch.future.done() for batch in batches)
-
-
-def abandon_producer(producer: AIOKafkaProducer, exc: BaseException) -> None:
-    """Make sure nothing the producer holds reaches the broker: stop its sender, abort its
-    connections (a request in flight is lost with its connection, and not retried), and fail
-    every record it held with `exc`. The producer is unusable afterwards; `stop()` closes it
-    without waiting for anything."""
-    acc = producer._message_accumulator
-    sender = producer._sender
-    task = sender.sender_task
-    if task is not None and not task.done():
-        task.cancel()  # it ends once its requests in flight fail with their connections
-        # a request that fails re-queues its batches: fail those too, once the sender is gone
-        task.add_done_callback(lambda _: acc.fail_all(exc))
-    for conn in list(producer.client._conns.values()):
-        writer = getattr(conn, "_writer", None)
-        if writer is not None:
-            writer.transport.abort()  # (close() would still send what it buffered)
-    acc.fail_all(exc)
+    return frame.f_locals.get("self") is sender
