@@ -229,19 +229,14 @@ class CorrelateStage(Stage):
                 if self.broken is not None:
                     raise self.broken
                 async with self.lock:
-                    self._unpause_idle()
-                    batch = self._fetched()
-                    local = bool(self._local)
-                    if self._rebalancing:  # (the new assignment seeks to what is not done)
-                        batch, local = {}, False
-                    if local:  # first: the fetched copies of these records are then skipped
-                        await self._process_local()
-                    if batch:
-                        await self._process(batch)
-                    if not batch and not local:
-                        await self._acked()
-                    self._seal_filled()
-                    await self._checkpoint(force=False)
+                    try:
+                        await self._round()
+                    except Exception as exc:
+                        # before the lock goes: a rebalance waiting for it must not checkpoint
+                        # past what failed
+                        if self.broken is None:
+                            self.broken = exc
+                        raise
             async with self.lock:  # a clean stop leaves fresh checkpoints behind
                 await self._acked()
                 await self._checkpoint(force=True)
@@ -265,6 +260,22 @@ class CorrelateStage(Stage):
             self._store = None
             self.owned = {}
             await stop_clients(consumer, reader, writer, producer)
+
+    async def _round(self) -> None:
+        """One round of the session's loop, under the lock."""
+        self._unpause_idle()
+        batch = self._fetched()
+        local = bool(self._local)
+        if self._rebalancing:  # (the new assignment seeks to what is not done)
+            batch, local = {}, False
+        if local:  # first: the fetched copies of these records are then skipped
+            await self._process_local()
+        if batch:
+            await self._process(batch)
+        if not batch and not local:
+            await self._acked()
+        self._seal_filled()
+        await self._checkpoint(force=False)
 
     async def _gate(self) -> None:
         """Before records go to a producer: wait while the group lease has lapsed, and refuse
@@ -333,7 +344,15 @@ class CorrelateStage(Stage):
                 log.warning("expelled from the group: not checkpointing %s", sorted(self.owned))
                 await self._drop_writes()
                 return
-            await self._checkpoint(force=True)
+            try:
+                if self.broken is not None:  # (a write or an output failed: nothing is checkpointed)
+                    raise self.broken
+                await self._checkpoint(force=True)
+            except BaseException:
+                # what was sent lands (or fails) before the partitions go: else it could land
+                # after the next owner's scan, and be published again
+                await self._settle()
+                raise
 
     async def assigned(self, partitions: list[int]) -> None:
         """Keep what stayed, restore what is new, seek everything to its next offset."""
@@ -754,7 +773,7 @@ class CorrelateStage(Stage):
         remembered: written by an expelled worker or again after a restore, it holds the same
         ids. Not while rebalancing, nor once the group no longer knows this member."""
         store = self._store
-        if store is None or self._rebalancing or _member_id(self._consumer) != self._member:
+        if store is None or self._rebalancing or self.broken is not None or _member_id(self._consumer) != self._member:
             return
         size = self.settings.memory_segment_ids
         for st in self.owned.values():
@@ -816,6 +835,8 @@ class CorrelateStage(Stage):
         store, consumer = self._store, self._consumer
         if store is None or consumer is None or not self.owned:
             return
+        if self.broken is not None:
+            raise self.broken
         now = time.monotonic()
         # Only the partitions that are due: their phases are spread over the interval at each
         # assignment (`_stagger`), so each pause serialises one partition's state, not all of
@@ -833,8 +854,6 @@ class CorrelateStage(Stage):
             for st in dirty:
                 if st.sealing is not None:
                     self._sealed(st)
-        # what was sent before the checkpoint: acknowledged before it is written
-        sent, self._unacked = self._unacked, []
         ends = asyncio.ensure_future(store.output_ends())
         try:
             plans = [self._memory_plan(st) for st in dirty]
@@ -846,6 +865,8 @@ class CorrelateStage(Stage):
             await asyncio.gather(ends, return_exceptions=True)
             raise
         out_ends = await ends
+        # what was sent before the checkpoint: acknowledged before it is written
+        sent, self._unacked = self._unacked, []
         written_at = time.time()
         checkpoints: list[Checkpoint] = []
         expired: list[tuple[int, MemoryRef]] = []
@@ -882,9 +903,10 @@ class CorrelateStage(Stage):
     ) -> None:
         """The written-behind part of `_checkpoint`."""
         try:
-            for futures in sent:
-                if futures:
-                    await asyncio.gather(*futures)
+            acks = await asyncio.gather(*(f for futures in sent for f in futures), return_exceptions=True)
+            failed = next((a for a in acks if isinstance(a, BaseException)), None)
+            if failed is not None:
+                raise failed
             # All in one round trip, each acknowledged before this returns: the checkpoints;
             # the segments sealed now (this checkpoint's state still holds their ids: the next
             # one refers to them, by the offsets acknowledged here); and the deletion of
@@ -935,10 +957,22 @@ class CorrelateStage(Stage):
             st.writing = False
 
     async def _written(self) -> None:
-        """Wait for the checkpoint being written behind, if any (raising if it failed)."""
-        write, self._writing = self._writing, None
-        if write is not None:
-            await write
+        """Wait for the checkpoint being written behind, if any (raising if it failed, every
+        time: a failed write stays until the session ends)."""
+        write = self._writing
+        if write is None:
+            return
+        await write
+        if self._writing is write:
+            self._writing = None
+
+    async def _settle(self) -> None:
+        """Wait until every output sent, and the checkpoint being written, has landed or failed."""
+        pending = [f for futures in self._unacked for f in futures]
+        self._unacked = []
+        await asyncio.gather(*pending, return_exceptions=True)
+        if self._writing is not None:
+            await asyncio.wait([self._writing])
 
     def _write_ended(self, write: asyncio.Future[None]) -> None:
         """A checkpoint written behind failed: the session ends (a new one restores)."""

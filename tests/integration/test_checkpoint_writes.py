@@ -6,9 +6,10 @@ covers every record the worker decided, and loads. With a checkpoint every 0.4 s
 are written while the alerts go through (3 s of them); each partition's at its own times
 (staggered over the interval), not all partitions' in one pause. (At 50 ms the stage's pauses
 under load came further apart than the interval, every partition was due in each of them, and
-the stagger could not show.) (Writing them in the background, while the stage
-processes on, kept this order but failed `test_soak.py`'s cut-off test in 5 of 33 runs:
-see the README's performance section.)
+the stagger could not show.) They are written behind, while the stage processes on (one at
+a time, each after the outputs sent before it are acknowledged); stop 17's first try of that
+failed `test_soak.py`'s cut-off test in 5 of 33 runs, which were the cut-off worker's outputs
+landing late, fenced since by the group lease (`streams/lease.py`).
 """
 
 from __future__ import annotations
