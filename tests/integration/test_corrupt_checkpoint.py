@@ -19,7 +19,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from schemas.errors import SnapshotError
-from streams.checkpoints import Checkpoint, CheckpointStore
+from streams.checkpoints import Checkpoint, CheckpointStore, checkpoint_key
 from streams.kafka import TopicSpec, ensure_topics, high_watermarks
 from streams.partition import Processor, Snapshotter
 from tests.integration.checks import assert_decided_once, assert_incidents_whole
@@ -33,7 +33,8 @@ _NO_SNAPSHOT = Snapshotter(lambda c, f: b"", lambda b, e: None)  # type: ignore[
 
 
 async def _last_records(bootstrap: str, topic: str, partitions: int) -> dict[int, bytes]:
-    """The newest record of each partition of `topic`."""
+    """The newest checkpoint of each partition of `topic` (memory segments, written between
+    checkpoints under keys of their own, can come after it)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
@@ -46,7 +47,7 @@ async def _last_records(bootstrap: str, topic: str, partitions: int) -> dict[int
             batch = await consumer.getmany(*tps, timeout_ms=500)
             for tp, records in batch.items():
                 for record in records:
-                    if record.value is not None:
+                    if record.value is not None and record.key == checkpoint_key(tp.partition):
                         last[tp.partition] = record.value
         return last
     finally:
