@@ -93,7 +93,10 @@ async def test_a_worker_correlates_what_it_decoded_from_memory(
     assert correlate["from_memory"] >= len(rows) // 2, correlate
     assert correlate["errors"] == 0, correlate
     if mode == "memory":  # the partition is not fetched while its records come from memory
-        assert correlate["read_back"] < correlate["from_memory"] // 10, correlate
+        # (mostly: a decode stall longer than the idle bound, or a fetch already in flight
+        # when the partition was paused, reads some back; under a full suite on a slow
+        # machine that went past 10% twice in five runs, never near verify's half)
+        assert correlate["read_back"] < correlate["from_memory"] // 4, correlate
     else:  # every one is fetched again, to be compared
         assert correlate["read_back"] >= correlate["from_memory"] // 2, correlate
 
