@@ -319,29 +319,23 @@ class CheckpointStore:
 
     async def write(self, checkpoint: Checkpoint) -> None:
         """Append a checkpoint and wait for the broker's acknowledgement."""
-        if self._gate is not None:
-            await self._gate()
-        await self._producer.send_and_wait(
-            self.topic,
-            checkpoint.encode(),
-            key=checkpoint.key(),
-            partition=checkpoint.partition,
-        )
+        await self._append(checkpoint.encode(), checkpoint.key(), checkpoint.partition)
 
     async def write_segment(self, partition: int, start: int, end: int, value: bytes) -> MemoryRef:
         """Append a memory segment (`encode_segment`) and wait for its acknowledgement."""
-        if self._gate is not None:
-            await self._gate()
-        meta = await self._producer.send_and_wait(
-            self.topic, value, key=segment_key(partition, start), partition=partition
-        )
-        return MemoryRef(start, end, int(meta.offset), len(value))
+        offset = await self._append(value, segment_key(partition, start), partition)
+        return MemoryRef(start, end, offset, len(value))
 
     async def delete_segment(self, partition: int, ref: MemoryRef) -> None:
         """Tombstone a segment no checkpoint in use refers to any more (compaction drops it)."""
+        await self._append(None, ref.key(partition), partition)
+
+    async def _append(self, value: bytes | None, key: bytes, partition: int) -> int:
+        """Write one record once the gate lets it through; its offset, once acknowledged."""
         if self._gate is not None:
             await self._gate()
-        await self._producer.send_and_wait(self.topic, None, key=ref.key(partition), partition=partition)
+        meta = await self._producer.send_and_wait(self.topic, value, key=key, partition=partition)
+        return int(meta.offset)
 
     async def memory(self, checkpoint: Checkpoint) -> Earlier | None:
         """The redelivery memory `checkpoint`'s state left out, read back from its segments

@@ -73,12 +73,6 @@ __all__ = ["CorrelateStage", "PartitionState", "phase_kept"]
 log = logging.getLogger(__name__)
 
 
-# `handoff=memory`: a partition paused because its records come from memory is fetched again
-# after this long without one (another worker's decode stage may write to it meanwhile; a
-# record of theirs between ours unpauses at once). 50 ms was shorter than a decode stall under
-# load: the partition was fetched again, and what came from memory was read back (379 records
-# read back against 3,016 from memory in one full-suite run of test_handoff)
-_IDLE_S = 0.25
 # how often a lapsed lease is checked against what the producers hold
 _FENCE_POLL_S = 0.05
 # set while `assigned()` runs (in its task only: writes running behind are still gated)
@@ -176,6 +170,8 @@ class CorrelateStage(Stage):
         self._local_max = 4 * settings.batch_max_records
         self._handoff = True  # off for good after a mismatch
         self._verify = settings.handoff == "verify"
+        # `handoff=memory`: a paused partition is fetched again after this long without a record
+        self._idle_s = settings.handoff_idle.total_seconds()
         self._decision_partitions = 1  # of the decisions topic (read at the session's start)
         self._rebalancing = False  # partitions revoked, not assigned again yet
         outputs = [settings.incidents_topic, settings.dlq_topic, *settings.team_topic_names()]
@@ -472,7 +468,7 @@ class CorrelateStage(Stage):
             self._local.extend(kept)
             self._local_ready.set()
             # a paused partition with records waiting to be processed is not idle
-            idle_at = time.monotonic() + _IDLE_S
+            idle_at = time.monotonic() + self._idle_s
             for p in {local.partition for local in kept}:
                 self.owned[p].idle_at = idle_at
 
@@ -492,7 +488,7 @@ class CorrelateStage(Stage):
 
     async def _wait(self, fetch: asyncio.Future[Any]) -> None:
         """Until the consumer's fetch returns, the decode stage offers records, or a paused
-        partition has had nothing handed over for `_IDLE_S`."""
+        partition has had nothing handed over for `handoff_idle`."""
         self._local_ready.clear()
         offered = asyncio.ensure_future(self._local_ready.wait())
         idle = [st.idle_at for st in self.owned.values() if st.paused]
@@ -521,7 +517,7 @@ class CorrelateStage(Stage):
         st.paused = False
 
     def _unpause_idle(self) -> None:
-        """Paused partitions with nothing handed over for `_IDLE_S` are fetched again: another
+        """Paused partitions with nothing handed over for `handoff_idle` are fetched again: another
         worker's decode stage may be writing to them while this one's is idle."""
         now = time.monotonic()
         for st in self.owned.values():
@@ -579,7 +575,7 @@ class CorrelateStage(Stage):
             if memory:
                 if not st.paused:
                     self._pause(st)
-                st.idle_at = time.monotonic() + _IDLE_S
+                st.idle_at = time.monotonic() + self._idle_s
             else:
                 st.handed[entry.offset] = entry.value
             await self._record(sender, st, entry.offset, entry.item, entry.value, now_ms)
@@ -903,8 +899,7 @@ class CorrelateStage(Stage):
     ) -> None:
         """The written-behind part of `_checkpoint`."""
         try:
-            acks = await asyncio.gather(*(f for futures in sent for f in futures), return_exceptions=True)
-            failed = next((a for a in acks if isinstance(a, BaseException)), None)
+            failed = await _landed(sent)
             if failed is not None:
                 raise failed
             # All in one round trip, each acknowledged before this returns: the checkpoints;
@@ -968,9 +963,8 @@ class CorrelateStage(Stage):
 
     async def _settle(self) -> None:
         """Wait until every output sent, and the checkpoint being written, has landed or failed."""
-        pending = [f for futures in self._unacked for f in futures]
-        self._unacked = []
-        await asyncio.gather(*pending, return_exceptions=True)
+        sent, self._unacked = self._unacked, []
+        await _landed(sent)
         if self._writing is not None:
             await asyncio.wait([self._writing])
 
@@ -1011,6 +1005,12 @@ def _segment(st: PartitionState, start: int, end: int) -> bytes:
 async def _in_order(writes: list[Coroutine[Any, Any, MemoryRef]]) -> list[MemoryRef]:
     """Segment writes in one round trip, their references in the order given."""
     return list(await asyncio.gather(*writes))
+
+
+async def _landed(sent: list[list[asyncio.Future[Any]]]) -> BaseException | None:
+    """Wait until every output sent has landed or failed; the first failure, if any."""
+    acks = await asyncio.gather(*(f for futures in sent for f in futures), return_exceptions=True)
+    return next((a for a in acks if isinstance(a, BaseException)), None)
 
 
 async def _commit(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:

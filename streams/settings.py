@@ -206,9 +206,19 @@ class Settings(BaseSettings):
         "broker acknowledged it, with its offset) to its correlate stage, which processes it "
         "if it is its partition's next offset. `memory`: while that keeps up, the correlate "
         "stage stops fetching the partition (it fetches again at a gap, another decoder's "
-        "records, or after 50 ms without a record handed over). `verify`: it goes on fetching "
-        "every record and checks it is the one processed (a mismatch restarts the stage from "
-        "its checkpoints, with the hand-off off). `off`: everything is read back from Kafka.",
+        "records, or after `handoff_idle` without a record handed over). `verify`: it goes on "
+        "fetching every record and checks it is the one processed (a mismatch restarts the "
+        "stage from its checkpoints, with the hand-off off). `off`: everything is read back "
+        "from Kafka.",
+    )
+    handoff_idle: Duration = Field(
+        default=timedelta(milliseconds=250),
+        ge=timedelta(milliseconds=10),
+        le=timedelta(minutes=1),
+        description="`handoff=memory`: a partition whose records come from memory is fetched "
+        "again after this long with nothing handed over (another worker's decode stage may be "
+        "writing to it). Shorter than a decode stall under load, and what came from memory is "
+        "read back; longer, and another decoder's records wait this long when this one is idle.",
     )
     checkpoint_interval: Duration = Field(
         default=timedelta(seconds=5),

@@ -74,6 +74,9 @@ async def test_a_worker_correlates_what_it_decoded_from_memory(
         SOCNOC_INPUTS=orjson.dumps({names.alerts: {"format": "aitads"}}).decode(),
         SOCNOC_IDLE_TIMEOUT="2",  # windows close once the input stops
         SOCNOC_HANDOFF=mode,
+        # paced input has no pause this long: a partition is fetched again only if the
+        # decoder stalls for it (a full suite on a slow machine made 250 ms stalls)
+        SOCNOC_HANDOFF_IDLE="3s",
     )
     worker = workers(env)
     await worker.wait_partitions()
@@ -93,10 +96,8 @@ async def test_a_worker_correlates_what_it_decoded_from_memory(
     assert correlate["from_memory"] >= len(rows) // 2, correlate
     assert correlate["errors"] == 0, correlate
     if mode == "memory":  # the partition is not fetched while its records come from memory
-        # (mostly: a decode stall longer than the idle bound, or a fetch already in flight
-        # when the partition was paused, reads some back; under a full suite on a slow
-        # machine that went past 10% twice in five runs, never near verify's half)
-        assert correlate["read_back"] < correlate["from_memory"] // 4, correlate
+        # (a fetch already in flight when the partition was paused reads a few back)
+        assert correlate["read_back"] < correlate["from_memory"] // 10, correlate
     else:  # every one is fetched again, to be compared
         assert correlate["read_back"] >= correlate["from_memory"] // 2, correlate
 

@@ -42,6 +42,23 @@ def test_durations(monkeypatch: pytest.MonkeyPatch, text: str, seconds: float) -
     assert Settings().idle_timeout == timedelta(seconds=seconds)
 
 
+@pytest.mark.parametrize("text", ["0", "5ms", "2m", "-1", "soon", "1e400", ""])
+def test_a_handoff_idle_bound_out_of_range_is_refused(monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+    monkeypatch.setenv("SOCNOC_HANDOFF_IDLE", text)
+    with pytest.raises(ValidationError, match="handoff_idle"):
+        Settings()
+
+
+def test_the_handoff_idle_bound_reaches_the_correlate_stage(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streams.correlate_stage import CorrelateStage
+    from streams.worker import Worker
+
+    assert Settings().handoff_idle == timedelta(milliseconds=250)
+    monkeypatch.setenv("SOCNOC_HANDOFF_IDLE", "3s")
+    stage = next(s for s in Worker(Settings()).stages if isinstance(s, CorrelateStage))
+    assert stage._idle_s == 3.0
+
+
 def test_inputs_from_json_and_strict_validation(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(
         "SOCNOC_INPUTS", '{"zbx": {"format": "zabbix"}, "csv": {"format": "csv", "map": "time=t"}}'
