@@ -6,7 +6,7 @@ import fnmatch
 import re
 from datetime import timedelta
 from enum import StrEnum
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -188,8 +188,15 @@ def parse_rules(data: object) -> list[AnyRule]:
 
 
 def default_rules() -> list[AnyRule]:
-    """The shipped default rule pack (schemas/default_rules.yml)."""
-    return load_rules(DEFAULT_RULES)
+    """The shipped default rule pack (schemas/default_rules.yml), read once a process: a
+    worker builds an engine for every partition it is assigned, on each rebalance (the rules
+    are frozen models, so every engine may share them)."""
+    return list(_default_pack())
+
+
+@cache
+def _default_pack() -> tuple[AnyRule, ...]:
+    return tuple(load_rules(DEFAULT_RULES))
 
 
 def load_rules(path: Path) -> list[AnyRule]:

@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -263,6 +264,7 @@ class DecodeStage(Stage):
             clock = self.sources.get(source) if tp.topic in inputs else None
             if tp.topic in inputs:
                 self.metrics.observe_input(tp.topic, len(records))
+            latest: datetime | None = None  # the batch's newest alert time (for `clock`)
             for rec in records:
                 routed = self.decoder.decode(
                     InputRecord(
@@ -272,11 +274,10 @@ class DecodeStage(Stage):
                 for entry in routed:
                     item = entry.item
                     if isinstance(item, AlertItem):
-                        self.metrics.observe_alert(item.alert)
-                        if clock is not None:
-                            clock.observe(now, epoch_seconds(item.alert.time))
-                    elif clock is not None:
-                        clock.observe(now, None)
+                        alert = item.alert
+                        self.metrics.observe_alert(alert)
+                        if latest is None or alert.time > latest:
+                            latest = alert.time
                     if entry.partition is None or entry.broadcast:
                         await self._send(sender, entry)
                     else:  # the common case, without a coroutine a record
@@ -285,7 +286,8 @@ class DecodeStage(Stage):
                     await sender.drain()
             if records:
                 commits[tp] = OffsetAndMetadata(records[-1].offset + 1, "")
-                if clock is not None:
+                if clock is not None:  # (one call a batch: each record's would set the same)
+                    clock.observe(now, None if latest is None else epoch_seconds(latest))
                     clock.next_offset = records[-1].offset + 1
             self.state.records += len(records)
         self._inflight.append((await sender.send(), commits, sender.take_sent()))

@@ -361,7 +361,9 @@ class Metrics:
     def observe_alert(self, alert: Alert) -> None:
         """Count one decoded alert."""
         counts = self.alerts.counts
-        key = (alert.source, alert.domain.value)
+        # (a `StrEnum` member is its value as a label, and equal to it as a key; its
+        # `.value`, a property, would cost more than the rest of this call)
+        key = (alert.source, alert.domain)
         counts[key] = counts.get(key, 0) + 1
 
     def observe_dead_letter(self, letter: DeadLetter) -> None:
@@ -377,7 +379,7 @@ class Metrics:
     def observe_decision(self, decision: Decision, latency_s: float | None = None) -> None:
         """Count a decision; `latency_s` is wall-clock arrival -> decision, if known."""
         counts = self.decisions.counts
-        key = (decision.disposition.value,)
+        key = (decision.disposition,)  # (as in `observe_alert`)
         counts[key] = counts.get(key, 0) + 1
         if latency_s is not None:
             self.decision_latency.observe(latency_s if latency_s > 0.0 else 0.0)

@@ -229,7 +229,7 @@ def _fields(value: object) -> dict[str, Any]:
 
 
 def _kind_header(kind: Kind, extra: Headers | None = None) -> Headers:
-    headers: Headers = [(KIND_HEADER, kind.value.encode())]
+    headers: Headers = [(KIND_HEADER, _KIND_BYTES[kind])]
     if extra:
         headers.extend(extra)
     return headers
@@ -285,6 +285,8 @@ def header(headers: object, name: str) -> bytes | None:
 
 
 _KINDS: Final = {k.value.encode(): k for k in Kind}
+# (an enum's `.value` is a property: ~0.3 µs a record on the decode stage's path)
+_KIND_BYTES: Final = {k: b for b, k in _KINDS.items()}
 
 
 def decode_item(value: bytes | None, headers: object) -> Item:

@@ -4,7 +4,7 @@ import pytest
 
 from schemas.context import load_changes, load_inventory
 from schemas.errors import ConfigError
-from schemas.rules import SuppressRule, ThresholdRule, load_rules
+from schemas.rules import DEFAULT_RULES, SuppressRule, ThresholdRule, default_rules, load_rules
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:
@@ -99,3 +99,15 @@ def test_inventory_yaml_and_changes(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="end must be after start"):
         load_changes(backwards)
+
+
+def test_the_default_pack_is_read_once_and_shared_safely() -> None:
+    """Every engine a worker builds (one a partition, on each rebalance) gets the pack without
+    parsing the YAML again: equal to a fresh load, the same frozen rules, a list of its own."""
+    first, second = default_rules(), default_rules()
+    assert first == load_rules(DEFAULT_RULES)
+    assert first is not second and all(a is b for a, b in zip(first, second, strict=True))
+    first.clear()  # a caller's list is its own
+    assert default_rules() == second
+    with pytest.raises(ValueError, match="frozen"):
+        second[0].id = "changed"
