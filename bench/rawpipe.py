@@ -30,7 +30,7 @@ CONSUMER: dict[str, Any] = {
     "max_partition_fetch_bytes": 4 * 1024 * 1024,
     "fetch_max_bytes": 16 * 1024 * 1024,
     "max_poll_records": BATCH,
-    "fetch_max_wait_ms": 10,  # streams.kafka.FETCH_MAX_WAIT_MS
+    "fetch_max_wait_ms": 10,  # the worker's default `SOCNOC_KAFKA_FETCH_WAIT`
     "isolation_level": "read_uncommitted",
 }
 PRODUCER: dict[str, Any] = {

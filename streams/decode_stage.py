@@ -16,7 +16,6 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -26,11 +25,11 @@ from aiokafka.structs import OffsetAndMetadata
 from correlators.identity import Identity
 from schemas.context import Asset, Change, Feedback
 from schemas.epoch import epoch_seconds
-from streams.decoder import Decoder, InputRecord, Routed
+from streams.decoder import Decoder, Routed
 from streams.health import Health
 from streams.kafka import BatchSender, Sent, key_partition, make_consumer, make_producer
 from streams.metrics import Metrics
-from streams.records import AlertItem, Item, Local, TickItem, encode_item
+from streams.records import Item, Local, TickItem, encode_item
 from streams.settings import Settings
 from streams.stage import Stage, drop_task, start_clients, stop_clients
 
@@ -264,24 +263,12 @@ class DecodeStage(Stage):
             clock = self.sources.get(source) if tp.topic in inputs else None
             if tp.topic in inputs:
                 self.metrics.observe_input(tp.topic, len(records))
-            latest: datetime | None = None  # the batch's newest alert time (for `clock`)
-            for rec in records:
-                routed = self.decoder.decode(
-                    InputRecord(
-                        rec.topic, rec.partition, rec.offset, rec.timestamp, rec.value, rec.headers
-                    )
-                )
-                for entry in routed:
-                    item = entry.item
-                    if isinstance(item, AlertItem):
-                        alert = item.alert
-                        self.metrics.observe_alert(alert)
-                        if latest is None or alert.time > latest:
-                            latest = alert.time
-                    if entry.partition is None or entry.broadcast:
-                        await self._send(sender, entry)
-                    else:  # the common case, without a coroutine a record
-                        self._put(sender, entry, entry.partition)
+            routed, latest = self.decoder.decode_fetched(records, self.metrics.alerts.counts)
+            for entry in routed:
+                if entry.partition is None or entry.broadcast:
+                    await self._send(sender, entry)
+                else:  # the common case, without a coroutine a record
+                    self._put(sender, entry, entry.partition)
                 if sender.queued:
                     await sender.drain()
             if records:

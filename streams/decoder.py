@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from datetime import UTC, tzinfo
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 import orjson
@@ -114,6 +114,27 @@ class Decoder:
             error = InvalidInput(f"adapter error: {exc!r}")
             decide = record.topic not in self._context
             return [self._invalid(record, _record_id(record), error, decide=decide)]
+
+    def decode_fetched(
+        self, records: list[Any], alerts: dict[tuple[str, ...], int]
+    ) -> tuple[list[Routed], datetime | None]:
+        """`decode` of each of one input partition's fetched records (aiokafka
+        `ConsumerRecord`s), in order, in one compiled loop: the routed items; each alert
+        counted in `alerts` by (source, domain) (the metrics' tally); the newest alert time."""
+        out: list[Routed] = []
+        latest: datetime | None = None
+        for rec in records:
+            record = InputRecord(rec.topic, rec.partition, rec.offset, rec.timestamp, rec.value, rec.headers)
+            for entry in self.decode(record):
+                item = entry.item
+                if isinstance(item, AlertItem):
+                    alert = item.alert
+                    key = (alert.source, alert.domain)
+                    alerts[key] = alerts.get(key, 0) + 1
+                    if latest is None or alert.time > latest:
+                        latest = alert.time
+                out.append(entry)
+        return out, latest
 
     # -- alerts --------------------------------------------------------------------------
     def _alert_record(self, record: InputRecord) -> list[Routed]:

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from correlators.identity import Identity
 from schemas.context import Asset
 from streams.health import Health
-from streams.kafka import make_consumer
+from streams.kafka import fetch_wait_ms, make_consumer
 from streams.settings import Settings
 from streams.stage import Stage, start_clients, stop_clients
 
@@ -25,10 +25,11 @@ __all__ = ["InventoryReader"]
 
 log = logging.getLogger(__name__)
 
-# How long the broker may hold this reader's fetch open. The inventory changes rarely, and
-# Tansu holds a fetch for the whole wait even when records are ready: at the consumers' 10 ms
-# an idle reader made ~68 fetches a second, each a few hundred µs of Python a partition (of
-# the worker's ~27% of a core at idle, a third). A new alias is followed this much later.
+# How long the broker may hold this reader's fetch open, at least. The inventory changes
+# rarely, and Tansu holds a fetch for the whole wait even when records are ready: at the
+# consumers' 10 ms an idle reader made ~68 fetches a second, each a few hundred µs of Python
+# (of the worker's ~27% of a core at idle, a sixth). On Tansu a new alias is followed up to
+# this much later; Kafka answers as soon as it is published.
 INVENTORY_FETCH_WAIT_MS = 250
 
 
@@ -46,7 +47,10 @@ class InventoryReader(Stage):
     async def session(self) -> None:
         topic = self.settings.assets_topic
         consumer = make_consumer(
-            self.settings, name="inventory", group=None, fetch_max_wait_ms=INVENTORY_FETCH_WAIT_MS
+            self.settings,
+            name="inventory",
+            group=None,
+            fetch_max_wait_ms=fetch_wait_ms(self.settings, INVENTORY_FETCH_WAIT_MS),
         )
         try:
             await start_clients(consumer)

@@ -159,10 +159,9 @@ def make_producer(settings: Settings, *, name: str, linger_ms: int = 5) -> AIOKa
     )
 
 
-# How long the broker may hold a fetch open waiting for data. Tansu holds it for the whole
-# wait even when records are ready, so aiokafka's 500 ms default added ~115 ms to every hop
-# (two hops per alert); 10 ms costs an idle consumer ~100 empty fetches a second.
-FETCH_MAX_WAIT_MS = 10
+def fetch_wait_ms(settings: Settings, at_least_ms: int = 0) -> int:
+    """`SOCNOC_KAFKA_FETCH_WAIT` in ms, raised to `at_least_ms` (a consumer that need not hurry)."""
+    return max(at_least_ms, round(settings.kafka_fetch_wait.total_seconds() * 1000))
 
 
 def make_consumer(
@@ -177,7 +176,10 @@ def make_consumer(
         "auto_offset_reset": "earliest",
         "max_partition_fetch_bytes": 4 * 1024 * 1024,
         "fetch_max_bytes": 16 * 1024 * 1024,
-        "fetch_max_wait_ms": FETCH_MAX_WAIT_MS,
+        # (Tansu holds a fetch for the whole wait even when records are ready: aiokafka's
+        # 500 ms default added ~115 ms to every hop there; 10 ms costs an idle consumer ~70
+        # fetches a second, which Kafka, answering as records arrive, does not need)
+        "fetch_max_wait_ms": fetch_wait_ms(settings),
         "isolation_level": "read_uncommitted",
     }
     if group is not None:

@@ -30,7 +30,6 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from schemas.models import (
-    Alert,
     DeadLetter,
     Decision,
     Disposition,
@@ -358,14 +357,6 @@ class Metrics:
         """Count records consumed from an input topic (garbage included)."""
         self.input_records.labels(topic=topic).inc(count)
 
-    def observe_alert(self, alert: Alert) -> None:
-        """Count one decoded alert."""
-        counts = self.alerts.counts
-        # (a `StrEnum` member is its value as a label, and equal to it as a key; its
-        # `.value`, a property, would cost more than the rest of this call)
-        key = (alert.source, alert.domain)
-        counts[key] = counts.get(key, 0) + 1
-
     def observe_dead_letter(self, letter: DeadLetter) -> None:
         """Count one record sent to `alerts.dlq` (its `invalid` decision is counted apart)."""
         self.dlq_records.labels(topic=letter.topic, error=letter.error).inc()
@@ -379,7 +370,9 @@ class Metrics:
     def observe_decision(self, decision: Decision, latency_s: float | None = None) -> None:
         """Count a decision; `latency_s` is wall-clock arrival -> decision, if known."""
         counts = self.decisions.counts
-        key = (decision.disposition,)  # (as in `observe_alert`)
+        # (a `StrEnum` member is its value as a label and equal to it as a key; `.value`, a
+        # property, would cost more than the rest of this call)
+        key = (decision.disposition,)
         counts[key] = counts.get(key, 0) + 1
         if latency_s is not None:
             self.decision_latency.observe(latency_s if latency_s > 0.0 else 0.0)

@@ -106,6 +106,16 @@ class Settings(BaseSettings):
         default=True, description="Verify the broker's host name against its certificate."
     )
     kafka_client_id: str = Field(default="socnoc", description="Client id prefix in broker logs.")
+    kafka_fetch_wait: Duration = Field(
+        default=timedelta(milliseconds=10),
+        ge=timedelta(milliseconds=1),
+        le=timedelta(seconds=10),
+        description="How long the broker may hold a consumer's fetch open when it has no "
+        "records yet. Apache Kafka and Redpanda answer as soon as a record arrives, so set "
+        "`500ms` there: an idle worker then sends a few fetches a second instead of ~70 per "
+        "consumer. The embedded Tansu broker holds every fetch for the whole wait, records or "
+        "not, so each hop through it takes this long: keep the default with it.",
+    )
     kafka_retry_max: Duration = Field(
         default=timedelta(seconds=30),
         description="Longest wait between reconnection attempts to an unreachable cluster "

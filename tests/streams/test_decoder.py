@@ -44,6 +44,42 @@ def test_an_alert_keeps_its_own_id_and_is_keyed_by_canonical_asset() -> None:
     assert routed.item.arrived_ms == 1_700_000_000_000
 
 
+def test_a_fetch_is_decoded_in_order_with_its_alerts_counted_and_newest_time() -> None:
+    """`decode_fetched` (the decode stage's loop, compiled): every record's items in order,
+    garbage included; each alert counted by (source, domain) in the metrics' tally, as a
+    scrape reads it; the newest alert time for the source's watermark."""
+    from datetime import UTC, datetime
+
+    from prometheus_client import CollectorRegistry
+
+    from streams.metrics import Metrics
+
+    class Fetched:  # the attributes of an aiokafka ConsumerRecord the decoder reads
+        def __init__(self, offset: int, value: bytes | None) -> None:
+            self.topic, self.partition, self.offset, self.timestamp = "ait", 2, offset, 1_700_000_000_000
+            self.value, self.headers = value, ()
+
+    later = AITADS_ROW.replace(b"1642723347", b"1642723999")
+    records = [Fetched(10, later), Fetched(11, b"not,a,row"), Fetched(12, None), Fetched(13, AITADS_ROW)]
+    registry = CollectorRegistry()
+    metrics = Metrics.create(registry)
+    routed, latest = _decoder().decode_fetched(records, metrics.alerts.counts)
+    items = [entry.item for entry in routed]
+    assert [type(i) for i in items] == [AlertItem, InvalidItem, InvalidItem, AlertItem]
+    assert [i.alert.id for i in items if isinstance(i, AlertItem)] == ["ait:2:10", "ait:2:13"]
+    assert latest == datetime.fromtimestamp(1642723999, UTC)
+    alert = items[0]
+    assert isinstance(alert, AlertItem)
+    scraped = registry.get_sample_value(
+        "socnoc_alerts_total", {"source": alert.alert.source, "domain": alert.alert.domain.value}
+    )
+    assert scraped == 2
+    counts: dict[tuple[str, ...], int] = {}
+    routed, latest = _decoder().decode_fetched([Fetched(1, b""), Fetched(2, b"\xff")], counts)
+    assert [type(entry.item) for entry in routed] == [InvalidItem, InvalidItem]
+    assert latest is None and counts == {}
+
+
 def test_records_without_ids_take_topic_partition_offset() -> None:
     (routed,) = _decoder().decode(_rec("ait", AITADS_ROW, offset=42))
     assert isinstance(routed.item, AlertItem)
