@@ -153,16 +153,12 @@ class Decoder:
             adapter = self._adapter(record)
         except SocnocError as exc:  # UnknownFormat or a bad option in a format header
             return [self._invalid(record, record_id, InvalidInput(str(exc)))]
-        transport = (
-            utc_datetime(record.timestamp_ms / 1000)
-            if record.timestamp_ms is not None and record.timestamp_ms >= 0
-            else None
-        )
+        stamp = record.timestamp_ms
         ctx = ParseContext(
             record_id=record_id,
-            transport_time=transport,
             default_tz=self._tz,
             max_bytes=self._max_bytes,
+            transport_ms=stamp if stamp is not None and stamp >= 0 else None,
         )
         try:
             parsed = adapter.parse(value, ctx)

@@ -81,3 +81,8 @@ def test_a_parse_context_has_its_defaults_and_says_what_it_holds() -> None:
     given = ParseContext(record_id="r", transport_time=when, default_tz=UTC, max_bytes=10, options={"k": "v"})
     assert (given.transport_time, given.max_bytes, dict(given.options)) == (when, 10, {"k": "v"})
     assert repr(ctx).startswith("ParseContext(record_id='topic:0:7', transport_time=None")
+    # a Kafka timestamp (epoch ms) becomes the transport time when an adapter asks for it
+    stamped = ParseContext("t:0:1", transport_ms=1_714_521_600_123)
+    assert stamped.transport_time == datetime(2024, 5, 1, 0, 0, 0, 123000, tzinfo=UTC)
+    assert stamped.transport_time is stamped.transport_time  # made once
+    assert ParseContext("t:0:2", transport_time=when, transport_ms=0).transport_time == when

@@ -80,6 +80,21 @@ def test_a_fetch_is_decoded_in_order_with_its_alerts_counted_and_newest_time() -
     assert latest is None and counts == {}
 
 
+def test_an_rfc3164_line_takes_its_year_from_the_kafka_timestamp() -> None:
+    """RFC 3164 has no year: a `Dec 31` line received on 1 January is from the old year."""
+    from datetime import UTC, datetime
+
+    decoder = Decoder({"sys": InputSpec(format="syslog")}, context_topics={}, identity=Identity())
+    line = b"<34>Dec 31 23:59:50 gw01 sshd[7]: Failed password for root"
+    new_year = int(datetime(2025, 1, 1, 0, 0, 5, tzinfo=UTC).timestamp() * 1000)
+    (routed,) = decoder.decode(InputRecord("sys", 0, 1, new_year, line))
+    assert isinstance(routed.item, AlertItem)
+    assert routed.item.alert.time == datetime(2024, 12, 31, 23, 59, 50, tzinfo=UTC)
+    mid_year = int(datetime(2025, 6, 1, tzinfo=UTC).timestamp() * 1000)
+    (routed,) = decoder.decode(InputRecord("sys", 0, 2, mid_year, line.replace(b"Dec 31", b"May 31")))
+    assert isinstance(routed.item, AlertItem) and routed.item.alert.time.year == 2025
+
+
 def test_records_without_ids_take_topic_partition_offset() -> None:
     (routed,) = _decoder().decode(_rec("ait", AITADS_ROW, offset=42))
     assert isinstance(routed.item, AlertItem)
