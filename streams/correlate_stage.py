@@ -44,7 +44,7 @@ from streams.checkpoints import (
     sealed_to,
 )
 from streams.health import Health
-from streams.kafka import BatchSender, checkpoint_keep_s, fetch_wait_ms, make_consumer, make_producer
+from streams.kafka import BatchSender, checkpoint_keep_s, make_consumer, make_producer
 from streams.lease import GroupLease, LeaseLost, ProducerFence
 from streams.metrics import Metrics
 from streams.partition import Processor, Snapshotter
@@ -188,9 +188,7 @@ class CorrelateStage(Stage):
             group=f"{settings.app_id}-correlate",
             max_poll_records=settings.batch_max_records,
         )
-        reader = make_consumer(
-            settings, name="checkpoints", group=None, fetch_max_wait_ms=fetch_wait_ms(settings, 50)
-        )
+        reader = make_consumer(settings, name="checkpoints", group=None, fetch_wait_floor_ms=50)
         producer = make_producer(settings, name="correlate")
         # Checkpoints and memory segments without the 5 ms linger: a checkpoint pauses its
         # stage until they are acknowledged, and is sent whole (the records a partition's

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from correlators.identity import Identity
 from schemas.context import Asset
 from streams.health import Health
-from streams.kafka import fetch_wait_ms, make_consumer
+from streams.kafka import make_consumer
 from streams.settings import Settings
 from streams.stage import Stage, start_clients, stop_clients
 
@@ -50,7 +50,7 @@ class InventoryReader(Stage):
             self.settings,
             name="inventory",
             group=None,
-            fetch_max_wait_ms=fetch_wait_ms(self.settings, INVENTORY_FETCH_WAIT_MS),
+            fetch_wait_floor_ms=INVENTORY_FETCH_WAIT_MS,
         )
         try:
             await start_clients(consumer)

@@ -159,15 +159,12 @@ def make_producer(settings: Settings, *, name: str, linger_ms: int = 5) -> AIOKa
     )
 
 
-def fetch_wait_ms(settings: Settings, at_least_ms: int = 0) -> int:
-    """`SOCNOC_KAFKA_FETCH_WAIT` in ms, raised to `at_least_ms` (a consumer that need not hurry)."""
-    return max(at_least_ms, round(settings.kafka_fetch_wait.total_seconds() * 1000))
-
-
 def make_consumer(
-    settings: Settings, *, name: str, group: str | None, **extra: Any
+    settings: Settings, *, name: str, group: str | None, fetch_wait_floor_ms: int = 0, **extra: Any
 ) -> AIOKafkaConsumer:
-    """A manually committed consumer; `group=None` for a group-less (assign) reader."""
+    """A manually committed consumer; `group=None` for a group-less (assign) reader. Its
+    fetch waits `SOCNOC_KAFKA_FETCH_WAIT`, or `fetch_wait_floor_ms` if longer (a consumer that
+    need not hurry)."""
     opts: dict[str, Any] = {
         **client_options(settings),
         "client_id": f"{settings.kafka_client_id}-{name}",
@@ -179,7 +176,7 @@ def make_consumer(
         # (Tansu holds a fetch for the whole wait even when records are ready: aiokafka's
         # 500 ms default added ~115 ms to every hop there; 10 ms costs an idle consumer ~70
         # fetches a second, which Kafka, answering as records arrive, does not need)
-        "fetch_max_wait_ms": fetch_wait_ms(settings),
+        "fetch_max_wait_ms": max(fetch_wait_floor_ms, round(settings.kafka_fetch_wait.total_seconds() * 1000)),
         "isolation_level": "read_uncommitted",
     }
     if group is not None:
