@@ -118,6 +118,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
             if tp.topic in inputs
         }
         self._stage.state.partitions = sorted(f"{tp.topic}:{tp.partition}" for tp in assigned)
+        self._stage.expect_others = True
         log.info("decode stage assigned %s", ", ".join(f"{t.topic}:{t.partition}" for t in assigned))
 
 
@@ -151,6 +152,8 @@ class DecodeStage(Stage):
         )
         self.lock = asyncio.Lock()
         self.sources: dict[str, SourceClock] = {}
+        # the input partitions other decoders own are still to be named (`_announce`)
+        self.expect_others = False
         self._internal = settings.internal_topic()
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
@@ -312,11 +315,19 @@ class DecodeStage(Stage):
 
     async def _announce(self, sender: BatchSender) -> None:
         """Tell every partition about input partitions newly taken on, before any of their
-        alerts: the correlating side waits for them (`streams.reorder`)."""
+        alerts: the correlating side waits for them (`streams.reorder`). After an assignment,
+        also name the input partitions other decoders own (`expect`): one whose decoder has
+        not announced it yet would otherwise not hold this decoder's first fetch back."""
         for name, clock in self.sources.items():
             if not clock.announced:
                 clock.announced = True
                 await self._broadcast(sender, TickItem(name, 0.0, start=True))
+        if self.expect_others and self._consumer is not None:
+            others = _unowned(self._consumer, self.settings.inputs, self.sources)
+            if others is not None:  # (None: metadata not there yet; the next batch tries again)
+                self.expect_others = False
+                for name in others:
+                    await self._broadcast(sender, TickItem(name, 0.0, expect=True))
 
     async def _ticks(self, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer) -> None:
         """Broadcast the sources' event-time progress (and idleness) to every partition."""
@@ -343,6 +354,18 @@ class DecodeStage(Stage):
         futures = await sender.send()
         if futures:
             self._inflight.append((futures, {}, sender.take_sent()))
+
+
+def _unowned(consumer: AIOKafkaConsumer, inputs: Mapping[str, object], owned: Mapping[str, object]) -> list[str] | None:
+    """The input partitions the cluster metadata lists that this decoder does not own, as
+    sources (`topic:partition`); None while a topic's metadata is missing."""
+    names: list[str] = []
+    for topic in sorted(inputs):
+        parts = consumer.partitions_for_topic(topic)
+        if not parts:
+            return None
+        names += [name for p in sorted(parts) if (name := f"{topic}:{p}") not in owned]
+    return names
 
 
 def _written(acked: list[Sent]) -> list[Local]:

@@ -112,6 +112,9 @@ class Processor:
         if isinstance(item, TickItem) and item.start:
             self.reorder.start(item.source)
             return []
+        if isinstance(item, TickItem) and item.expect:
+            self.reorder.expect(item.source)
+            return []
         if isinstance(item, TickItem):
             known = self.sources.get(item.source)
             if not item.quiet or item.idle or (known.watermark if known else 0.0) < item.watermark:
@@ -121,10 +124,13 @@ class Processor:
             for due in self.reorder.progress(item.source, item.watermark, quiet=item.quiet or item.idle):
                 self._alert(due, released)
             target = effective_watermark(self.sources)
-            held = self.reorder.oldest()
-            if target is not None and held is not None:
-                target = min(target, held)  # the clock never passes a held alert
-            if target is not None and (self.watermark is None or target > self.watermark):
+            if target is not None:
+                # The clock never passes a held alert, nor a source that may still deliver
+                # older ones (`Reorder.bound`): a source another decoder ticks later, or
+                # announced and not delivering yet, has no tick here to hold it back.
+                held = self.reorder.oldest()
+                target = min(target, self.reorder.bound(), math.inf if held is None else held)
+            if target is not None and math.isfinite(target) and (self.watermark is None or target > self.watermark):
                 self.watermark = target
                 released.extend(self._advance(utc_datetime(target)))
             return released

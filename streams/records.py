@@ -134,7 +134,10 @@ class TickItem:
     clock minus the idle timeout (the source has been silent that long). `quiet`: the source
     has had nothing new for `SOCNOC_ORDER_WAIT`, so other sources stop waiting for it.
     `start`: a decoder has just taken the source on; until it delivers (or goes quiet) the
-    other sources' alerts wait for it (`watermark` is then meaningless).
+    other sources' alerts wait for it (`watermark` is then meaningless). `expect`: a decoder
+    saw the source in its topic's metadata but another decoder owns it; if the correlating
+    side has never heard of it, the other sources' alerts wait for it as for a `start`
+    (its owner's first fetch may not have come yet), and otherwise nothing changes.
     """
 
     source: str
@@ -142,6 +145,7 @@ class TickItem:
     idle: bool = False
     quiet: bool = False
     start: bool = False
+    expect: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,7 +269,14 @@ def encode_item(item: Item, *, key: bytes | None = None) -> Encoded:
         return Encoded(key, ctx.model_dump_json().encode(), _kind_header(kind))
     if isinstance(item, TickItem):
         value = orjson.dumps(
-            {"source": item.source, "wm": item.watermark, "idle": item.idle, "quiet": item.quiet, "start": item.start}
+            {
+                "source": item.source,
+                "wm": item.watermark,
+                "idle": item.idle,
+                "quiet": item.quiet,
+                "start": item.start,
+                "expect": item.expect,
+            }
         )
         return Encoded(key, value, _kind_header(Kind.TICK))
     if isinstance(item, RulesItem):
@@ -337,6 +348,7 @@ def decode_item(value: bytes | None, headers: object) -> Item:
                 bool(obj.get("idle", False)),
                 bool(obj.get("quiet", False)),
                 bool(obj.get("start", False)),
+                bool(obj.get("expect", False)),
             )
         if kind is Kind.RULES:
             return RulesItem(tuple(parse_rules(orjson.loads(value))))

@@ -15,6 +15,9 @@ from a checkpoint decides exactly as before:
   holds nothing, except that a decoder announces every input partition it takes on (`start`)
   before it sends any alert: until such a source delivers or goes quiet, it holds back every
   other source's alerts, so the first fetch of one partition cannot race ahead of the rest;
+  with several decoders, each also names the input partitions its topics' metadata lists and
+  another decoder owns (`expect`): a source never heard of holds from then on, so a decoder
+  whose first fetch comes before the other decoder's announcement cannot race ahead either;
 - the buffer is bounded: an alert whose input record is more than `max_hold_ms` older (by
   the records' Kafka timestamps) than the newest record seen is released anyway, so a source
   that keeps sending from far behind (a device with a wrong clock) delays the others by at
@@ -108,6 +111,14 @@ class Reorder:
         (from the beginning of time if new) until it delivers or goes quiet."""
         known = self.sources.get(source)
         self.sources[source] = SourceProgress(-math.inf if known is None else known.watermark, True)
+
+    def expect(self, source: str) -> None:
+        """Another decoder owns `source`: if it was never heard of, it holds the others back
+        from the beginning of time until its owner delivers or reports it quiet; a source
+        already known keeps its state (re-holding a quiet one would stall the others until
+        it sends again)."""
+        if source not in self.sources:
+            self.sources[source] = SourceProgress(-math.inf, True)
 
     def oldest(self) -> float | None:
         """Event time of the oldest held alert (the partition's clock must not pass it)."""

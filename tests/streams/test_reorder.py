@@ -190,9 +190,10 @@ def test_ticks_never_move_the_clock_past_a_held_alert() -> None:
         processor.feed(item)  # held: newer than in:0's progress
     assert len(processor.reorder) == 10
     # in:1 ticks its progress (minute 9.5) before in:0 has: the clock waits for the held alerts
+    # and for in:0, which is still sending and may deliver alerts older than those
     processor.feed(TickItem("in:1", t["in:1"][9].alert.time.timestamp()))
     processor.feed(TickItem("in:0", t["in:0"][0].alert.time.timestamp()))
-    assert processor.watermark == t["in:1"][0].alert.time.timestamp()  # up to the oldest held, no further
+    assert processor.watermark == t["in:0"][0].alert.time.timestamp()  # in:0's progress, no further
     out = [o for item in [*t["in:0"][1:], FlushItem()] for o in processor.feed(item)]
     assert processor.correlator.stats.late == 0  # type: ignore[attr-defined]
     decided = {o.alert_id for o in out if isinstance(o, Decision)}
@@ -259,6 +260,70 @@ def test_an_announced_source_that_stays_empty_stops_holding_when_quiet() -> None
     reorder.start("in:1")
     assert reorder.sources["in:1"].watermark == item.alert.time.timestamp()
     assert reorder.sources["in:1"].holding
+
+
+def test_a_source_another_decoder_owns_holds_the_first_fetch_until_its_owner_delivers() -> None:
+    """Two decoders: the one owning `in:0` names `in:1` (`expect`) before its own alerts, so
+    its first fetch waits for `in:1`'s owner, whose announcement comes later in the log."""
+    t = _timeline()
+    in_order = _run(Processor(_engine()), _in_order())
+    last = t["in:1"][-1].alert.time.timestamp()
+    log: list[Item] = [
+        TickItem("in:0", 0.0, start=True),  # decoder A takes in:0 on...
+        TickItem("in:1", 0.0, expect=True),  # ...and names in:1, which decoder B owns
+        *t["in:0"],  # A's first fetch: all of in:0
+        TickItem("in:1", 0.0, start=True),  # B's announcement comes only now
+        *t["in:1"],
+        TickItem("in:0", t["in:0"][-1].alert.time.timestamp(), quiet=True),
+        TickItem("in:1", last, quiet=True),
+        FlushItem(),
+    ]
+    items = [decode_item(e.value, e.headers) for e in map(encode_item, log)]
+    assert [i.expect for i in items if isinstance(i, TickItem)] == [False, True, False, False, False]
+    processor = Processor(_engine())
+    got = _run(processor, items)
+    assert processor.correlator.stats.late == 0  # type: ignore[attr-defined]
+    assert _decisions(got) == _decisions(in_order)
+    # without the expectation, A's fetch runs ahead and B's older alerts come late
+    unexpected = Processor(_engine())
+    _run(unexpected, [i for i in items if not (isinstance(i, TickItem) and i.expect)])
+    assert unexpected.correlator.stats.late > 0  # type: ignore[attr-defined]
+
+
+def test_a_tick_of_one_source_never_moves_the_clock_past_another_still_delivering() -> None:
+    """With two decoders, one ticks its sources while the other has not ticked yet: the
+    clock follows what every holding source has delivered, not only the ticked ones."""
+    processor = Processor(_engine())
+    mine = AlertItem(alert(10, "web-1"), source="in:0")
+    assert [o.alert_id for o in processor.feed(mine) if isinstance(o, Decision)] == []
+    theirs = [AlertItem(alert(m, "db-1", f"s{m}"), source="in:1") for m in (20, 30, 50)]
+    for item in theirs:
+        processor.feed(item)  # held: in:0 has only delivered up to minute 10
+    at = (T0 + timedelta(minutes=50)).timestamp()
+    processor.feed(TickItem("in:1", at))  # in:1's decoder ticks; in:0's has not yet
+    assert processor.watermark == (T0 + timedelta(minutes=10)).timestamp()
+    late = AlertItem(alert(15, "web-1", "s15"), source="in:0")
+    processor.feed(late)
+    assert processor.correlator.stats.late == 0  # type: ignore[attr-defined]
+    processor.feed(TickItem("in:0", (T0 + timedelta(minutes=15)).timestamp(), quiet=True))
+    assert processor.watermark == (T0 + timedelta(minutes=50)).timestamp()  # nothing holds now
+    assert len(processor.reorder) == 0
+
+
+def test_an_expected_source_already_known_keeps_its_state() -> None:
+    """An expectation names a source only the first time: one that delivered or went quiet
+    before it is not held again (a rebalance names the other decoders' sources once more)."""
+    reorder = Reorder()
+    first = AlertItem(alert(5, "db-1"), source="in:1")
+    assert list(reorder.push(first)) == [first]
+    assert list(reorder.progress("in:1", first.alert.time.timestamp(), quiet=True)) == []
+    reorder.expect("in:1")
+    assert not reorder.sources["in:1"].holding  # quiet stays quiet
+    later = AlertItem(alert(50, "web-1"), source="in:0")
+    assert list(reorder.push(later)) == [later]  # so nothing waits for in:1
+    reorder.expect("in:2")  # never heard of: holds from the beginning of time
+    assert reorder.sources["in:2"].watermark == -math.inf and reorder.sources["in:2"].holding
+    assert list(reorder.push(AlertItem(alert(60, "web-1"), source="in:0"))) == []
 
 
 def test_a_checkpoint_keeps_a_source_announced_but_not_yet_delivering() -> None:
