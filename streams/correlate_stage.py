@@ -161,6 +161,8 @@ class CorrelateStage(Stage):
         self._unacked: list[list[asyncio.Future[Any]]] = []  # outputs sent, by batch
         self._commit: asyncio.Task[None] | None = None
         self._writing: asyncio.Future[None] | None = None  # the checkpoint written behind
+        # the output ends the next checkpoint will record, read ahead of it (`_checkpoint`)
+        self._ends_ahead: asyncio.Future[dict[str, int]] | None = None
         self._interval = settings.checkpoint_interval.total_seconds()
         self._keep_s = checkpoint_keep_s(settings)
         # the consumer's fetch in progress, awaited beside what the decode stage offers
@@ -245,6 +247,9 @@ class CorrelateStage(Stage):
             writing, self._writing = self._writing, None
             if writing is not None:
                 await drop_task(writing)
+            ends_ahead, self._ends_ahead = self._ends_ahead, None
+            if ends_ahead is not None:
+                await drop_task(ends_ahead)
             commit, self._commit = self._commit, None
             if commit is not None:
                 await drop_task(commit)
@@ -819,10 +824,14 @@ class CorrelateStage(Stage):
     async def _checkpoint(self, *, force: bool) -> None:
         """Checkpoint the partitions that are due (all of them with `force`).
 
-        The stage pauses only while their state is encoded and the output ends are read (no
-        output of theirs is sent meanwhile, so the ends are a lower bound of what follows
-        the checkpoint; outputs sent before it and still in flight land at or after them,
-        where a restore's scan sees them). The rest is written behind, while the stage goes
+        The stage pauses only while their state is encoded. The output ends it records were
+        read before that, right after the previous checkpoint (or during this pause, if that
+        read is not back yet or failed): no output sent after the state is taken can be
+        before them, so they bound what follows the checkpoint; outputs sent before it land
+        before or after them, and a restore's scan sees those after. Reading them in the
+        pause cost a round trip to the broker there, on every checkpoint; read ahead, they are
+        older by one checkpoint's spacing (the restore scans that much more output). The
+        rest is written behind, while the stage goes
         on: the outputs sent before the checkpoint are acknowledged first (a checkpoint
         must not account for an output that then fails), then the sealed segments, the
         checkpoints and the deletions are written, one round trip. One checkpoint is written
@@ -850,7 +859,9 @@ class CorrelateStage(Stage):
             for st in dirty:
                 if st.sealing is not None:
                     self._sealed(st)
-        ends = asyncio.ensure_future(store.output_ends())
+        ends, self._ends_ahead = self._ends_ahead, None
+        if ends is None or (ends.done() and (ends.cancelled() or ends.exception() is not None)):
+            ends = asyncio.ensure_future(store.output_ends())
         try:
             plans = [self._memory_plan(st) for st in dirty]
             encoded = await asyncio.to_thread(
@@ -861,6 +872,7 @@ class CorrelateStage(Stage):
             await asyncio.gather(ends, return_exceptions=True)
             raise
         out_ends = await ends
+        self._ends_ahead = asyncio.ensure_future(store.output_ends())  # for the next one
         # what was sent before the checkpoint: acknowledged before it is written
         sent, self._unacked = self._unacked, []
         written_at = time.time()

@@ -51,10 +51,12 @@ async def test_checkpoints_reach_the_log_in_order_and_a_stop_writes_the_last(
         decisions = tail.values(names.decisions)
         # the internal record each decision came from: partition -> highest offset
         last: dict[int, int] = {}
+        caused: list[tuple[str, int, int, int]] = []  # (decisions partition, offset, src partition, src offset)
         for record in tail.records[names.decisions]:
             src = parse_src(header(record.headers, SRC_HEADER))
             assert src is not None
             last[src[0]] = max(src[1], last.get(src[0], -1))
+            caused.append((f"{record.topic}:{record.partition}", record.offset, *src))
     assert_decided_once(decisions, set(sent))
     assert worker.terminate() == 0
 
@@ -74,6 +76,12 @@ async def test_checkpoints_reach_the_log_in_order_and_a_stop_writes_the_last(
             if p in last:  # the stop's checkpoint covers every record that was decided, and loads
                 assert newest_first and newest_first[0].offset > last[p], (p, offsets[:3], last[p])
                 Processor.load(newest_first[0].state or b"", snap)
+            # what a restore relies on: every output caused after a checkpoint's offset is at or
+            # after the output ends it recorded (read ahead of it), so the restore's scan sees it
+            for checkpoint in newest_first:
+                for where, offset, _, src_offset in (c for c in caused if c[2] == p):
+                    if src_offset >= checkpoint.offset:
+                        assert offset >= checkpoint.out_ends.get(where, 0), (p, checkpoint.offset, where, offset)
             written += len(newest_first)
         assert written > 2 * settings.partitions  # written while processing, not only at the stop
         # staggered: a pause checkpoints the partitions that are due, not every partition at once
