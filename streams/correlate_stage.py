@@ -91,6 +91,9 @@ class PartitionState:
     next_offset: int
     suppress: set[str] = field(default_factory=set)
     suppress_until: int = -1
+    # where the restore's scan for those outputs began: a checkpoint taken before the partition
+    # is past `suppress_until` records no later output ends (`_checkpoint`)
+    scan_from: dict[str, int] | None = None
     dirty: bool = False
     state_bytes: int = 0
     open: dict[str, IncidentKind] = field(default_factory=dict)
@@ -444,6 +447,7 @@ class CorrelateStage(Stage):
             if found.last_src_offset >= st.next_offset:
                 st.suppress = found.ids
                 st.suppress_until = found.last_src_offset
+                st.scan_from = dict(lowest)
                 log.warning(
                     "partition %d resumes at offset %d; %d outputs up to offset %d were "
                     "already published and will not be repeated",
@@ -884,7 +888,9 @@ class CorrelateStage(Stage):
             retired, due = expire_retired(st.retired, dropped, written_at, self._keep_s)
             expired += [(st.partition, r) for r in due]
             checkpoints.append(
-                Checkpoint(st.partition, st.next_offset, out_ends, state, written_at, tuple(kept), tuple(retired))
+                Checkpoint(
+                    st.partition, st.next_offset, _bounded(st, out_ends), state, written_at, tuple(kept), tuple(retired)
+                )
             )
             st.dirty = False  # (what it processes from now on dirties it again)
             st.last_checkpoint = phase_kept(st.last_checkpoint, now, self._interval)
@@ -997,6 +1003,20 @@ def phase_kept(last: float, now: float, interval: float) -> float:
     if interval <= 0 or now <= last:
         return now
     return last + interval * ((now - last) // interval)
+
+
+def _bounded(st: PartitionState, out_ends: dict[str, int]) -> dict[str, int]:
+    """The output ends a checkpoint of `st` records. A partition restored with outputs already
+    published past its checkpoint (`suppress`) has not reached them all yet: a checkpoint now
+    must keep its restore's scan reaching back to them, or a restore from it would miss those
+    published before the last restore and publish them again (155 decisions in one `make soak`
+    run). Past `suppress_until` every output so published came from before the checkpoint."""
+    if st.scan_from is None:
+        return out_ends
+    if st.next_offset > st.suppress_until:
+        st.scan_from = None
+        return out_ends
+    return {key: min(end, st.scan_from.get(key, end)) for key, end in out_ends.items()}
 
 
 def _encode(
