@@ -19,6 +19,7 @@ import base64
 import contextlib
 import contextvars
 import logging
+import math
 import time
 from collections import Counter, deque
 from collections.abc import Coroutine, Iterable
@@ -77,6 +78,11 @@ log = logging.getLogger(__name__)
 _FENCE_POLL_S = 0.05
 # set while `assigned()` runs (in its task only: writes running behind are still gated)
 _ASSIGNING: contextvars.ContextVar[bool] = contextvars.ContextVar("assigning", default=False)
+# A checkpoint whose partitions last took less CPU than this to encode is encoded on the event
+# loop: handed to a thread, it waited for the GIL behind the decode stage (the switch interval
+# is 5 ms), which made a pause of ~5 ms out of well under one (`_checkpoint`).
+_INLINE_ENCODE_S = 0.001
+
 # Memory segments encoded and written in one go between checkpoints, at most (~3 ms each to
 # encode, on the event loop): a backlog of full segments is caught up over a few rounds.
 _SEAL_AT_ONCE = 8
@@ -113,6 +119,8 @@ class PartitionState:
     sealing: asyncio.Future[list[MemoryRef]] | None = None
     # a checkpoint of it is being written behind (`memory` is updated once it is)
     writing: bool = False
+    # CPU seconds its last checkpoint took to encode (inf: none yet)
+    encode_s: float = math.inf
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -868,9 +876,10 @@ class CorrelateStage(Stage):
             ends = asyncio.ensure_future(store.output_ends())
         try:
             plans = [self._memory_plan(st) for st in dirty]
-            encoded = await asyncio.to_thread(
-                lambda: [_encode(st, plan, self._snap) for st, plan in zip(dirty, plans, strict=True)]
-            )
+            if encode_inline(dirty) and not any(plan is not None and plan.seal for plan in plans):
+                encoded = _encode_all(dirty, plans, self._snap)
+            else:
+                encoded = await asyncio.to_thread(_encode_all, dirty, plans, self._snap)
         except BaseException:
             ends.cancel()
             await asyncio.gather(ends, return_exceptions=True)
@@ -1017,6 +1026,25 @@ def _bounded(st: PartitionState, out_ends: dict[str, int]) -> dict[str, int]:
         st.scan_from = None
         return out_ends
     return {key: min(end, st.scan_from.get(key, end)) for key, end in out_ends.items()}
+
+
+def encode_inline(dirty: list[PartitionState]) -> bool:
+    """Whether these partitions' checkpoint may be encoded on the event loop: their last ones
+    took under `_INLINE_ENCODE_S` of CPU together (a partition never encoded goes to the thread,
+    and so does a checkpoint that seals memory segments)."""
+    return sum(st.encode_s for st in dirty) < _INLINE_ENCODE_S
+
+
+def _encode_all(
+    dirty: list[PartitionState], plans: list[MemoryPlan | None], snap: Snapshotter
+) -> list[tuple[list[tuple[int, int, bytes]], bytes]]:
+    """`_encode` for each partition, noting the CPU time each took (`encode_s`)."""
+    encoded = []
+    for st, plan in zip(dirty, plans, strict=True):
+        began = time.thread_time()  # (the thread's own CPU: not its waits for the GIL)
+        encoded.append(_encode(st, plan, snap))
+        st.encode_s = time.thread_time() - began
+    return encoded
 
 
 def _encode(

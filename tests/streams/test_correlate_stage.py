@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import base64
+import math
 from datetime import UTC, datetime
 
 import pytest
 
+from correlators.config import EngineConfig
+from correlators.engine import Engine
 from schemas.models import Alert, DeadLetter, Decision, Disposition, Domain
-from streams.correlate_stage import _failure, phase_kept
-from streams.records import AlertItem, encode_item
+from streams.correlate_stage import PartitionState, _encode_all, _failure, encode_inline, phase_kept
+from streams.partition import Processor
+from streams.records import AlertItem, TickItem, encode_item
+from tests.streams.test_reorder import _snap
 
 
 def test_a_checkpoint_on_time_counts_from_its_own_phase() -> None:
@@ -49,3 +54,20 @@ def test_an_alert_the_engine_failed_on_is_invalid_and_dead_letters_its_internal_
     assert (letter.topic, letter.partition, letter.offset, letter.error) == ("app.by-asset", 3, 17, "CorrelationError")
     assert base64.b64decode(letter.raw) == value
     assert "alert a1" in letter.reason
+
+
+def test_small_states_are_encoded_on_the_loop_and_large_ones_in_the_thread() -> None:
+    """A checkpoint of partitions that only get ticks takes well under a millisecond to
+    encode: handed to a thread, it waited for the GIL behind the decode stage instead."""
+    quiet = [PartitionState(p, Processor(Engine(EngineConfig())), 0) for p in range(3)]
+    assert not encode_inline(quiet)  # never encoded: measured in the thread first
+    for st in quiet:
+        st.processor.feed(TickItem("in:0", 1.7e9))
+    encoded = _encode_all(quiet, [None, None, None], _snap())
+    assert [Processor.load(state, _snap()).watermark for _, state in encoded] == [1.7e9] * 3
+    assert all(0 < st.encode_s < math.inf for st in quiet)  # each one's CPU time, measured
+    for st in quiet:
+        st.encode_s = 0.0003  # (a tick-only partition took ~0.26 ms here, compiled)
+    assert encode_inline(quiet)
+    quiet[0].encode_s = 0.002  # one of them has grown: the thread again
+    assert not encode_inline(quiet)
