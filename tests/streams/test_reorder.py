@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import timedelta
 
 import orjson
@@ -240,14 +241,8 @@ def test_announced_sources_hold_the_first_fetch_of_another_until_they_deliver_or
         FlushItem(),
     ]
     items = [decode_item(e.value, e.headers) for e in map(encode_item, backlog)]
-    processor = Processor(_engine())
-    got = _run(processor, items)
-    assert processor.correlator.stats.late == 0  # type: ignore[attr-defined]
-    assert _decisions(got) == _decisions(in_order)
     # without the announcement, in:1's backlog goes first and in:0's alerts come late
-    unannounced = Processor(_engine())
-    _run(unannounced, [i for i in items if not (isinstance(i, TickItem) and i.start)])
-    assert unannounced.correlator.stats.late > 0  # type: ignore[attr-defined]
+    _assert_in_order_only_with(items, in_order, lambda tick: tick.start)
 
 
 def test_an_announced_source_that_stays_empty_stops_holding_when_quiet() -> None:
@@ -280,14 +275,20 @@ def test_a_source_another_decoder_owns_holds_the_first_fetch_until_its_owner_del
     ]
     items = [decode_item(e.value, e.headers) for e in map(encode_item, log)]
     assert [i.expect for i in items if isinstance(i, TickItem)] == [False, True, False, False, False]
+    # without the expectation, A's fetch runs ahead and B's older alerts come late
+    _assert_in_order_only_with(items, in_order, lambda tick: tick.expect)
+
+
+def _assert_in_order_only_with(items: list[Item], in_order: list[object], kept: Callable[[TickItem], bool]) -> None:
+    """Fed `items`, a partition decides as if fed in event-time order, with no late alert;
+    without the ticks `kept` selects, some alerts come late."""
     processor = Processor(_engine())
     got = _run(processor, items)
     assert processor.correlator.stats.late == 0  # type: ignore[attr-defined]
     assert _decisions(got) == _decisions(in_order)
-    # without the expectation, A's fetch runs ahead and B's older alerts come late
-    unexpected = Processor(_engine())
-    _run(unexpected, [i for i in items if not (isinstance(i, TickItem) and i.expect)])
-    assert unexpected.correlator.stats.late > 0  # type: ignore[attr-defined]
+    without = Processor(_engine())
+    _run(without, [i for i in items if not (isinstance(i, TickItem) and kept(i))])
+    assert without.correlator.stats.late > 0  # type: ignore[attr-defined]
 
 
 def test_a_tick_of_one_source_never_moves_the_clock_past_another_still_delivering() -> None:
