@@ -876,7 +876,7 @@ class CorrelateStage(Stage):
             ends = asyncio.ensure_future(store.output_ends())
         try:
             plans = [self._memory_plan(st) for st in dirty]
-            if encode_inline(dirty) and not any(plan is not None and plan.seal for plan in plans):
+            if encode_inline(dirty, plans):
                 encoded = _encode_all(dirty, plans, self._snap)
             else:
                 encoded = await asyncio.to_thread(_encode_all, dirty, plans, self._snap)
@@ -1028,10 +1028,12 @@ def _bounded(st: PartitionState, out_ends: dict[str, int]) -> dict[str, int]:
     return {key: min(end, st.scan_from.get(key, end)) for key, end in out_ends.items()}
 
 
-def encode_inline(dirty: list[PartitionState]) -> bool:
+def encode_inline(dirty: list[PartitionState], plans: list[MemoryPlan | None]) -> bool:
     """Whether these partitions' checkpoint may be encoded on the event loop: their last ones
     took under `_INLINE_ENCODE_S` of CPU together (a partition never encoded goes to the thread,
     and so does a checkpoint that seals memory segments)."""
+    if any(plan is not None and plan.seal for plan in plans):
+        return False
     return sum(st.encode_s for st in dirty) < _INLINE_ENCODE_S
 
 

@@ -11,6 +11,7 @@ import pytest
 from correlators.config import EngineConfig
 from correlators.engine import Engine
 from schemas.models import Alert, DeadLetter, Decision, Disposition, Domain
+from streams.checkpoints import MemoryPlan
 from streams.correlate_stage import PartitionState, _encode_all, _failure, encode_inline, phase_kept
 from streams.partition import Processor
 from streams.records import AlertItem, TickItem, encode_item
@@ -60,7 +61,7 @@ def test_small_states_are_encoded_on_the_loop_and_large_ones_in_the_thread() -> 
     """A checkpoint of partitions that only get ticks takes well under a millisecond to
     encode: handed to a thread, it waited for the GIL behind the decode stage instead."""
     quiet = [PartitionState(p, Processor(Engine(EngineConfig())), 0) for p in range(3)]
-    assert not encode_inline(quiet)  # never encoded: measured in the thread first
+    assert not encode_inline(quiet, [None] * 3)  # never encoded: measured in the thread first
     for st in quiet:
         st.processor.feed(TickItem("in:0", 1.7e9))
     encoded = _encode_all(quiet, [None, None, None], _snap())
@@ -68,6 +69,8 @@ def test_small_states_are_encoded_on_the_loop_and_large_ones_in_the_thread() -> 
     assert all(0 < st.encode_s < math.inf for st in quiet)  # each one's CPU time, measured
     for st in quiet:
         st.encode_s = 0.0003  # (a tick-only partition took ~0.26 ms here, compiled)
-    assert encode_inline(quiet)
+    assert encode_inline(quiet, [None] * 3)
+    sealing = MemoryPlan(kept=[], dropped=[], seal=[(0, 64)], memory_from=64)
+    assert not encode_inline(quiet, [None, sealing, None])  # segments to seal: the thread
     quiet[0].encode_s = 0.002  # one of them has grown: the thread again
-    assert not encode_inline(quiet)
+    assert not encode_inline(quiet, [None] * 3)
