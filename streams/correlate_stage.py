@@ -15,16 +15,12 @@ broker transactions.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import contextvars
 import logging
-import math
 import time
 from collections import Counter, deque
 from collections.abc import Coroutine, Iterable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, cast
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -32,14 +28,13 @@ from aiokafka.errors import IllegalStateError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from correlators.types import Correlator, Earlier
-from schemas.models import DeadLetter, Decision, Disposition, IncidentEvent, IncidentKind
+from schemas.models import Decision, IncidentEvent, IncidentKind
 from streams.caps import CapWatch
 from streams.checkpoints import (
     Checkpoint,
     CheckpointStore,
     MemoryPlan,
     MemoryRef,
-    encode_segment,
     expire_retired,
     plan_memory,
     sealed_to,
@@ -48,28 +43,14 @@ from streams.health import Health
 from streams.kafka import BatchSender, checkpoint_keep_s, make_consumer, make_producer
 from streams.lease import GroupLease, LeaseLost, ProducerFence
 from streams.metrics import Metrics
+from streams.outputs import Outputs, engine_failure
 from streams.partition import Processor, Snapshotter
-from streams.records import (
-    EVENT_HEADER,
-    INCIDENT_KIND_HEADER,
-    OID_HEADER,
-    OWNERS_HEADER,
-    SRC_HEADER,
-    AlertItem,
-    BadInternalRecord,
-    Emitted,
-    InvalidItem,
-    Item,
-    Local,
-    dead_letter,
-    decode_item,
-    identity,
-    output_json,
-)
+from streams.partition_state import PartitionState, bounded_ends, encode_all, encode_inline, phase_kept, segment
+from streams.records import BadInternalRecord, Emitted, Item, Local, decode_item
 from streams.settings import Settings
 from streams.stage import Stage, drop_task, start_clients, stop_clients
 
-__all__ = ["CorrelateStage", "PartitionState", "phase_kept"]
+__all__ = ["CorrelateStage"]
 
 log = logging.getLogger(__name__)
 
@@ -78,49 +59,9 @@ log = logging.getLogger(__name__)
 _FENCE_POLL_S = 0.05
 # set while `assigned()` runs (in its task only: writes running behind are still gated)
 _ASSIGNING: contextvars.ContextVar[bool] = contextvars.ContextVar("assigning", default=False)
-# A checkpoint whose partitions last took less CPU than this to encode is encoded on the event
-# loop: handed to a thread, it waited for the GIL behind the decode stage (the switch interval
-# is 5 ms), which made a pause of ~5 ms out of well under one (`_checkpoint`).
-_INLINE_ENCODE_S = 0.001
-
 # Memory segments encoded and written in one go between checkpoints, at most (~3 ms each to
 # encode, on the event loop): a backlog of full segments is caught up over a few rounds.
 _SEAL_AT_ONCE = 8
-
-
-@dataclass
-class PartitionState:
-    """A partition owned by this worker."""
-
-    partition: int
-    processor: Processor
-    next_offset: int
-    suppress: set[str] = field(default_factory=set)
-    suppress_until: int = -1
-    # where the restore's scan for those outputs began: a checkpoint taken before the partition
-    # is past `suppress_until` records no later output ends (`_checkpoint`)
-    scan_from: dict[str, int] | None = None
-    dirty: bool = False
-    state_bytes: int = 0
-    open: dict[str, IncidentKind] = field(default_factory=dict)
-    last_checkpoint: float = field(default_factory=time.monotonic)
-    # values of the records processed from this process's decode stage (`offer`), until the
-    # consumer delivers the same offsets, whose bytes must be equal
-    handed: dict[int, bytes] = field(default_factory=dict)
-    # `handoff=memory`: not fetched while the records handed over keep up, until `idle_at`
-    paused: bool = False
-    idle_at: float = 0.0
-    # the redelivery memory's segments the last checkpoint refers to, then those sealed since
-    # (acknowledged: the next checkpoint refers to them), and the ones no longer needed (with
-    # when they were dropped), to delete once no checkpoint in use needs them
-    memory: list[MemoryRef] = field(default_factory=list)
-    retired: list[tuple[MemoryRef, float]] = field(default_factory=list)
-    # the segments being written between checkpoints (`CorrelateStage._seal_filled`)
-    sealing: asyncio.Future[list[MemoryRef]] | None = None
-    # a checkpoint of it is being written behind (`memory` is updated once it is)
-    writing: bool = False
-    # CPU seconds its last checkpoint took to encode (inf: none yet)
-    encode_s: float = math.inf
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -158,6 +99,7 @@ class CorrelateStage(Stage):
         super().__init__(settings, health)
         self.metrics = metrics
         self.caps = CapWatch(metrics)
+        self.outputs = Outputs(settings, metrics, self.caps)
         self._new: Any = new_correlator
         self._snap = snapshotter
         self.lock = asyncio.Lock()
@@ -185,7 +127,6 @@ class CorrelateStage(Stage):
         self._verify = settings.handoff == "verify"
         # `handoff=memory`: a paused partition is fetched again after this long without a record
         self._idle_s = settings.handoff_idle.total_seconds()
-        self._decision_partitions = 1  # of the decisions topic (read at the session's start)
         self._rebalancing = False  # partitions revoked, not assigned again yet
         outputs = [settings.incidents_topic, settings.dlq_topic, *settings.team_topic_names()]
         if settings.publish_decisions:
@@ -222,7 +163,7 @@ class CorrelateStage(Stage):
             watch.add_done_callback(self._fence_ended)
             self._consumer, self._producer, self._lease = consumer, producer, lease
             if settings.publish_decisions:
-                self._decision_partitions = len(await producer.partitions_for(settings.decisions_topic))
+                self.outputs.decision_partitions = len(await producer.partitions_for(settings.decisions_topic))
             self._store = CheckpointStore(
                 reader, writer, topic=settings.checkpoint_topic(), output_topics=self._outputs, gate=self._gate
             )
@@ -624,19 +565,17 @@ class CorrelateStage(Stage):
         and its outputs to `sender`."""
         outputs = self._feed(st, item, offset, value)
         arrived = st.processor.arrivals  # of the alerts this record released
+        emit = self.outputs
         for output in outputs:
             if isinstance(output, Decision):
-                self._emit_decision(sender, st, offset, output, arrived, now_ms)
+                emit.decision(sender, st, offset, output, arrived, now_ms)
             elif isinstance(output, IncidentEvent):
-                await self._emit_incident(sender, st, offset, output, identity(output))
+                await emit.incident(sender, st, offset, output)
             else:
-                await self._emit_dead_letter(sender, st, offset, output)
+                await emit.dead_letter(sender, st, offset, output)
         if sender.queued:
             await sender.drain()
-        st.next_offset = offset + 1
-        st.dirty = True
-        if st.suppress and st.next_offset > st.suppress_until:
-            st.suppress = set()
+        st.processed(offset)
 
     async def _sent(self, sender: BatchSender, touched: Iterable[TopicPartition]) -> None:
         futures = await sender.send()
@@ -682,86 +621,11 @@ class CorrelateStage(Stage):
             )
             self.state.errors += 1
             self.state.last_error = f"{type(exc).__name__}: {exc}"[:300]
-            outputs = _failure(item, exc, self._topic, st.partition, offset, value)
+            outputs = engine_failure(item, exc, self._topic, st.partition, offset, value)
         late = _late(correlator) - late_before
         if late > 0:
             self.metrics.observe_late(late)
         return outputs
-
-    def _emit_decision(
-        self,
-        sender: BatchSender,
-        st: PartitionState,
-        offset: int,
-        output: Decision,
-        arrived: dict[str, int],
-        now_ms: float,
-    ) -> None:
-        """A decision to `decisions` (per alert: no coroutine)."""
-        oid = identity(output)
-        if oid in st.suppress:
-            st.suppress.discard(oid)
-            return
-        at = arrived.get(output.alert_id)
-        self.metrics.observe_decision(output, (now_ms - at) / 1000 if at else None)
-        if not self.settings.publish_decisions:
-            return
-        headers = [(SRC_HEADER, f"{st.partition}:{offset}".encode()), (OID_HEADER, oid.encode())]
-        # Keyed by alert id, but in the partition of the engine that decided: a subscriber
-        # reads one engine's decisions in the order they were made, and each round of the
-        # engine writes one record batch instead of one per partition (on Tansu every batch
-        # a partition holds slows each later read of it).
-        sender.put(
-            self.settings.decisions_topic,
-            output_json(output),
-            st.partition % self._decision_partitions,
-            key=output.alert_id.encode(),
-            headers=headers,
-        )
-
-    async def _emit_dead_letter(self, sender: BatchSender, st: PartitionState, offset: int, output: DeadLetter) -> None:
-        oid = identity(output)
-        if oid in st.suppress:
-            st.suppress.discard(oid)
-            return
-        self.metrics.observe_dead_letter(output)
-        if output.error == "RecordTooLarge":
-            self.caps.record_too_large(st.partition)
-        headers = [(SRC_HEADER, f"{st.partition}:{offset}".encode()), (OID_HEADER, oid.encode())]
-        key = f"{output.topic}:{output.partition}:{output.offset}".encode()
-        await sender.add(self.settings.dlq_topic, output_json(output), key=key, headers=headers)
-
-    async def _emit_incident(
-        self, sender: BatchSender, st: PartitionState, offset: int, output: IncidentEvent, oid: str
-    ) -> None:
-        """The incident event to `incidents` and to the topic of each owner team.
-
-        A team copy has its own identity (`<oid>@<topic>`), so after a restart each copy
-        that already went out is skipped on its own.
-        """
-        if oid not in st.suppress:
-            self.metrics.observe_incident_event(output)
-            if output.resolved_at is None and output.merged_into is None:
-                st.open[output.incident_id] = output.kind
-            else:
-                st.open.pop(output.incident_id, None)
-        main = self.settings.incidents_topic
-        targets = [(main, oid)]
-        targets += [(t, f"{oid}@{t}") for t in team_targets(self.settings.team_topics, output.owners, main)]
-        value = output_json(output)
-        key = output.incident_id.encode()
-        routing = [
-            (OWNERS_HEADER, ",".join(output.owners).encode()),
-            (INCIDENT_KIND_HEADER, output.kind.value.encode()),
-            (EVENT_HEADER, output.event.value.encode()),
-        ]
-        src = f"{st.partition}:{offset}".encode()
-        for topic, copy_oid in targets:
-            if copy_oid in st.suppress:
-                st.suppress.discard(copy_oid)
-                continue
-            headers = [(SRC_HEADER, src), (OID_HEADER, copy_oid.encode()), *routing]
-            await sender.add(topic, value, key=key, headers=headers)
 
     # -- checkpoints -------------------------------------------------------------------
     def _stagger(self) -> None:
@@ -805,7 +669,7 @@ class CorrelateStage(Stage):
             plan = self._memory_plan(st)
             if plan is None or not plan.seal:
                 continue
-            writes = [store.write_segment(st.partition, a, b, _segment(st, a, b)) for a, b in plan.seal[:_SEAL_AT_ONCE]]
+            writes = [store.write_segment(st.partition, a, b, segment(st, a, b)) for a, b in plan.seal[:_SEAL_AT_ONCE]]
             st.sealing = asyncio.ensure_future(_in_order(writes))
 
     def _sealed(self, st: PartitionState) -> None:
@@ -877,9 +741,9 @@ class CorrelateStage(Stage):
         try:
             plans = [self._memory_plan(st) for st in dirty]
             if encode_inline(dirty, plans):
-                encoded = _encode_all(dirty, plans, self._snap)
+                encoded = encode_all(dirty, plans, self._snap)
             else:
-                encoded = await asyncio.to_thread(_encode_all, dirty, plans, self._snap)
+                encoded = await asyncio.to_thread(encode_all, dirty, plans, self._snap)
         except BaseException:
             ends.cancel()
             await asyncio.gather(ends, return_exceptions=True)
@@ -898,7 +762,13 @@ class CorrelateStage(Stage):
             expired += [(st.partition, r) for r in due]
             checkpoints.append(
                 Checkpoint(
-                    st.partition, st.next_offset, _bounded(st, out_ends), state, written_at, tuple(kept), tuple(retired)
+                    st.partition,
+                    st.next_offset,
+                    bounded_ends(st, out_ends),
+                    state,
+                    written_at,
+                    tuple(kept),
+                    tuple(retired),
                 )
             )
             st.dirty = False  # (what it processes from now on dirties it again)
@@ -1004,66 +874,6 @@ class CorrelateStage(Stage):
         self._local_ready.set()  # (the loop may be waiting for a fetch)
 
 
-def phase_kept(last: float, now: float, interval: float) -> float:
-    """When a partition checkpointed at `now` counts as checkpointed: the latest time <= `now`
-    on its own grid of intervals from `last`. A checkpoint taken late (the stage was busy
-    longer than the interval, and every partition was due in one pause) keeps the partition's
-    phase, so the partitions spread by `_stagger` do not stay lined up from then on."""
-    if interval <= 0 or now <= last:
-        return now
-    return last + interval * ((now - last) // interval)
-
-
-def _bounded(st: PartitionState, out_ends: dict[str, int]) -> dict[str, int]:
-    """The output ends a checkpoint of `st` records. A partition restored with outputs already
-    published past its checkpoint (`suppress`) has not reached them all yet: a checkpoint now
-    must keep its restore's scan reaching back to them, or a restore from it would miss those
-    published before the last restore and publish them again (155 decisions in one `make soak`
-    run). Past `suppress_until` every output so published came from before the checkpoint."""
-    if st.scan_from is None:
-        return out_ends
-    if st.next_offset > st.suppress_until:
-        st.scan_from = None
-        return out_ends
-    return {key: min(end, st.scan_from.get(key, end)) for key, end in out_ends.items()}
-
-
-def encode_inline(dirty: list[PartitionState], plans: list[MemoryPlan | None]) -> bool:
-    """Whether these partitions' checkpoint may be encoded on the event loop: their last ones
-    took under `_INLINE_ENCODE_S` of CPU together (a partition never encoded goes to the thread,
-    and so does a checkpoint that seals memory segments)."""
-    if any(plan is not None and plan.seal for plan in plans):
-        return False
-    return sum(st.encode_s for st in dirty) < _INLINE_ENCODE_S
-
-
-def _encode_all(
-    dirty: list[PartitionState], plans: list[MemoryPlan | None], snap: Snapshotter
-) -> list[tuple[list[tuple[int, int, bytes]], bytes]]:
-    """`_encode` for each partition, noting the CPU time each took (`encode_s`)."""
-    encoded = []
-    for st, plan in zip(dirty, plans, strict=True):
-        began = time.thread_time()  # (the thread's own CPU: not its waits for the GIL)
-        encoded.append(_encode(st, plan, snap))
-        st.encode_s = time.thread_time() - began
-    return encoded
-
-
-def _encode(
-    st: PartitionState, plan: MemoryPlan | None, snap: Snapshotter
-) -> tuple[list[tuple[int, int, bytes]], bytes]:
-    """A partition's new memory segments and its state, in the checkpoint thread."""
-    if plan is None:
-        return [], st.processor.dump(snap)
-    return [(a, b, _segment(st, a, b)) for a, b in plan.seal], st.processor.dump(snap, plan.memory_from)
-
-
-def _segment(st: PartitionState, start: int, end: int) -> bytes:
-    """The record of `st`'s memory segment `[start, end)`: the ids at those positions."""
-    correlator: Any = st.processor.correlator
-    return encode_segment(st.partition, start, end, correlator.memory_ids(start, end))
-
-
 async def _in_order(writes: list[Coroutine[Any, Any, MemoryRef]]) -> list[MemoryRef]:
     """Segment writes in one round trip, their references in the order given."""
     return list(await asyncio.gather(*writes))
@@ -1092,17 +902,6 @@ def _member_id(consumer: AIOKafkaConsumer | None) -> str | None:
     return member if isinstance(member, str) else None
 
 
-def team_targets(routes: dict[str, str], owners: tuple[str, ...], main_topic: str) -> list[str]:
-    """The per-team topics an incident owned by `owners` also goes to (`*`: nobody's route)."""
-    if not routes:
-        return []
-    topics = {routes[team] for team in owners if team in routes}
-    if not topics and "*" in routes:
-        topics.add(routes["*"])
-    topics.discard(main_topic)
-    return sorted(topics)
-
-
 def _tracked(correlator: Correlator) -> int:
     count = getattr(correlator, "tracked_assets", None)
     return int(count()) if callable(count) else 0
@@ -1111,33 +910,3 @@ def _tracked(correlator: Correlator) -> int:
 def _late(correlator: Correlator) -> int:
     stats = getattr(correlator, "stats", None)
     return int(getattr(stats, "late", 0)) if stats is not None else 0
-
-
-def _failure(
-    item: Item, exc: Exception, topic: str, partition: int, offset: int, value: bytes
-) -> list[Emitted]:
-    """What an input gets when the engine raised on it: `invalid`, and a dead letter of the
-    internal record it came in (`value`, at `topic`/`partition`/`offset`: the alert as
-    decoded; its input record stays on its input topic, found by the alert's id)."""
-    reason = f"CorrelationError: the engine failed on this input ({type(exc).__name__})"
-    if isinstance(item, AlertItem):
-        alert = item.alert
-        letter = DeadLetter(
-            raw=base64.b64encode(value).decode("ascii"),
-            topic=topic,
-            partition=partition,
-            offset=offset,
-            error="CorrelationError",
-            reason=f"{reason}; alert {alert.id}",
-            received_at=datetime.now(UTC),
-        )
-        return [
-            Decision(alert_id=alert.id, disposition=Disposition.INVALID, reason=reason),
-            letter,
-        ]
-    if isinstance(item, InvalidItem):
-        return [
-            Decision(alert_id=item.alert_id, disposition=Disposition.INVALID, reason=item.reason),
-            dead_letter(item),
-        ]
-    return []

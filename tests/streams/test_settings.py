@@ -9,7 +9,6 @@ import pytest
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-from streams.correlate_stage import team_targets
 from streams.decode_stage import SourceClock
 from streams.kafka import client_options, topic_specs
 from streams.settings import InputSpec, Settings
@@ -199,23 +198,6 @@ def test_team_topics_are_created_and_validated(monkeypatch: pytest.MonkeyPatch) 
         monkeypatch.setenv("SOCNOC_TEAM_TOPICS", bad)
         with pytest.raises((ValidationError, SettingsError)):
             Settings()
-
-
-@pytest.mark.parametrize(
-    ("owners", "expected"),
-    [
-        (("soc",), ["i.soc"]),
-        (("noc", "soc"), ["i.noc", "i.soc"]),
-        (("dba",), ["i.other"]),  # nobody's route: the catch-all
-        ((), ["i.other"]),
-        (("dba", "soc"), ["i.soc"]),  # someone's route: no catch-all copy
-    ],
-)
-def test_team_targets(owners: tuple[str, ...], expected: list[str]) -> None:
-    routes = {"soc": "i.soc", "noc": "i.noc", "*": "i.other"}
-    assert team_targets(routes, owners, "incidents") == expected
-    assert team_targets({}, owners, "incidents") == []
-    assert team_targets({"soc": "incidents"}, ("soc",), "incidents") == []  # never twice on the main topic
 
 
 @pytest.mark.parametrize(

@@ -1,20 +1,17 @@
-"""Pieces of the correlate stage that need no broker."""
+"""The correlate stage's partition bookkeeping and checkpoint encoding, without a broker."""
 
 from __future__ import annotations
 
-import base64
 import math
-from datetime import UTC, datetime
 
 import pytest
 
 from correlators.config import EngineConfig
 from correlators.engine import Engine
-from schemas.models import Alert, DeadLetter, Decision, Disposition, Domain
 from streams.checkpoints import MemoryPlan
-from streams.correlate_stage import PartitionState, _encode_all, _failure, encode_inline, phase_kept
 from streams.partition import Processor
-from streams.records import AlertItem, TickItem, encode_item
+from streams.partition_state import PartitionState, bounded_ends, encode_all, encode_inline, phase_kept
+from streams.records import TickItem
 from tests.streams.test_reorder import _snap
 
 
@@ -41,22 +38,6 @@ def test_no_interval_counts_from_now() -> None:
     assert phase_kept(10.0, 31.0, 0.0) == 31.0
 
 
-def test_an_alert_the_engine_failed_on_is_invalid_and_dead_letters_its_internal_record() -> None:
-    alert = Alert(
-        id="a1", source="ids", domain=Domain.SECURITY, time=datetime(2024, 3, 1, tzinfo=UTC),
-        asset="web", signature="s", raw="the input record",
-    )
-    value = encode_item(AlertItem(alert)).value
-    decision, letter = _failure(AlertItem(alert), KeyError("boom"), "app.by-asset", 3, 17, value)
-    assert isinstance(decision, Decision) and isinstance(letter, DeadLetter)
-    assert (decision.alert_id, decision.disposition) == ("a1", Disposition.INVALID)
-    assert "CorrelationError" in decision.reason and "KeyError" in decision.reason
-    # the record at the coordinates it names: the alert as the engine got it
-    assert (letter.topic, letter.partition, letter.offset, letter.error) == ("app.by-asset", 3, 17, "CorrelationError")
-    assert base64.b64decode(letter.raw) == value
-    assert "alert a1" in letter.reason
-
-
 def test_small_states_are_encoded_on_the_loop_and_large_ones_in_the_thread() -> None:
     """A checkpoint of partitions that only get ticks takes well under a millisecond to
     encode: handed to a thread, it waited for the GIL behind the decode stage instead."""
@@ -64,7 +45,7 @@ def test_small_states_are_encoded_on_the_loop_and_large_ones_in_the_thread() -> 
     assert not encode_inline(quiet, [None] * 3)  # never encoded: measured in the thread first
     for st in quiet:
         st.processor.feed(TickItem("in:0", 1.7e9))
-    encoded = _encode_all(quiet, [None, None, None], _snap())
+    encoded = encode_all(quiet, [None, None, None], _snap())
     assert [Processor.load(state, _snap()).watermark for _, state in encoded] == [1.7e9] * 3
     assert all(0 < st.encode_s < math.inf for st in quiet)  # each one's CPU time, measured
     for st in quiet:
@@ -74,3 +55,39 @@ def test_small_states_are_encoded_on_the_loop_and_large_ones_in_the_thread() -> 
     assert not encode_inline(quiet, [None, sealing, None])  # segments to seal: the thread
     quiet[0].encode_s = 0.002  # one of them has grown: the thread again
     assert not encode_inline(quiet, [None] * 3)
+
+
+def _restored(next_offset: int, suppress_until: int) -> PartitionState:
+    """A partition restored at `next_offset` whose scan, begun at output offset 40, found
+    outputs published up to internal offset `suppress_until`."""
+    st = PartitionState(0, Processor(Engine(EngineConfig())), next_offset)
+    st.suppress, st.suppress_until, st.scan_from = {"d:a1", "d:a2"}, suppress_until, {"out:0": 40}
+    return st
+
+
+def test_a_checkpoint_before_the_partition_is_past_what_was_published_keeps_the_scan_start() -> None:
+    st = _restored(100, 102)
+    ends = {"out:0": 55, "dlq:0": 3}
+    assert bounded_ends(st, ends) == {"out:0": 40, "dlq:0": 3}  # (a topic not scanned: as read)
+    st.processed(100)
+    st.processed(101)
+    assert bounded_ends(st, ends) == {"out:0": 40, "dlq:0": 3}
+    assert st.suppress and st.scan_from is not None
+    st.processed(102)  # past the last output the scan found: the ends as read, and nothing kept
+    assert bounded_ends(st, ends) == ends
+    assert (st.suppress, st.suppress_until, st.scan_from) == (set(), -1, None)
+    assert st.next_offset == 103 and st.dirty
+
+
+def test_the_ends_are_read_without_changing_the_partition() -> None:
+    st = _restored(100, 102)
+    st.next_offset = 103  # (moved past without `processed`, as an unreadable record is)
+    assert bounded_ends(st, {"out:0": 55}) == {"out:0": 55}
+    assert st.scan_from == {"out:0": 40} and st.suppress == {"d:a1", "d:a2"}
+
+
+def test_a_partition_that_was_not_restored_records_the_ends_as_read() -> None:
+    st = PartitionState(0, Processor(Engine(EngineConfig())), 0)
+    st.processed(0)
+    assert bounded_ends(st, {"out:0": 55}) == {"out:0": 55}
+    assert st.suppress_until == -1
