@@ -128,10 +128,11 @@ class CorrelateStage(Stage):
         # `handoff=memory`: a paused partition is fetched again after this long without a record
         self._idle_s = settings.handoff_idle.total_seconds()
         self._rebalancing = False  # partitions revoked, not assigned again yet
-        outputs = [settings.incidents_topic, settings.dlq_topic, *settings.team_topic_names()]
+        # the topics a restore scans for what was already published
+        topics = [settings.incidents_topic, settings.dlq_topic, *settings.team_topic_names()]
         if settings.publish_decisions:
-            outputs.insert(0, settings.decisions_topic)
-        self._outputs = outputs
+            topics.insert(0, settings.decisions_topic)
+        self._output_topics = topics
 
     # -- session -----------------------------------------------------------------------
     async def session(self) -> None:
@@ -165,7 +166,7 @@ class CorrelateStage(Stage):
             if settings.publish_decisions:
                 self.outputs.decision_partitions = len(await producer.partitions_for(settings.decisions_topic))
             self._store = CheckpointStore(
-                reader, writer, topic=settings.checkpoint_topic(), output_topics=self._outputs, gate=self._gate
+                reader, writer, topic=settings.checkpoint_topic(), output_topics=self._output_topics, gate=self._gate
             )
             consumer.subscribe([self._topic], listener=_Listener(self))
             self.state.running = True
