@@ -39,14 +39,13 @@ from bench.procs import cpu_seconds, die_with_parent
 from streams.broker import free_port
 from streams.kafka import BatchSender, high_watermarks, key_partition
 from streams.records import KIND_HEADER, SRC_HEADER, header
-from streams.testing import WaitTimeout, commit_offsets, create_topics, settings_from_env, until
+from streams.testing import Tail, WaitTimeout, commit_offsets, create_topics, settings_from_env, until
 
 __all__ = [
     "KafkaBench",
     "WorkerProcess",
     "E2EResult",
     "RawProcess",
-    "Tail",
     "LatencyResult",
     "due_on_arrival",
     "harness_gc_paused",
@@ -79,57 +78,23 @@ async def ends(bootstrap: str, topic: str) -> dict[int, int]:
         await consumer.stop()
 
 
-class Tail:
-    """Reads a topic from given offsets in the background, stamping each record on arrival.
-
-    `on_batch(records, now)` sees every record; `fetch_max_wait_ms` is small so that the
-    stamp is at most a few milliseconds after the record became readable.
-    """
-
-    def __init__(
-        self, bootstrap: str, topic: str, offsets: dict[int, int], on_batch: Callable[[list[Any], float], None]
-    ) -> None:
-        self.bootstrap = bootstrap
-        self.topic = topic
-        self.offsets = offsets
-        self.on_batch = on_batch
-        self.count = 0
-        self._consumer: Any = None
-        self._task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> Tail:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            group_id=None,
-            client_id="bench-tail",
-            enable_auto_commit=False,
-            fetch_max_wait_ms=5,
-            max_partition_fetch_bytes=4 * 1024 * 1024,
-        )
-        await consumer.start()
-        tps = [TopicPartition(self.topic, p) for p in sorted(self.offsets)]
-        consumer.assign(tps)
-        for tp in tps:
-            consumer.seek(tp, self.offsets[tp.partition])
-        self._consumer = consumer
-        self._task = asyncio.create_task(self._run(), name=f"tail-{self.topic}")
-        return self
-
-    async def _run(self) -> None:
-        consumer = self._consumer
-        while True:
-            batch = await consumer.getmany(timeout_ms=100, max_records=20_000)
-            now = time.perf_counter()
-            for records in batch.values():
-                self.count += len(records)
-                self.on_batch(records, now)
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        if self._consumer is not None:
-            await self._consumer.stop()
+def _tail(bootstrap: str, topic: str, offsets: dict[int, int], on_batch: Callable[[list[Any], float], None]) -> Tail:
+    """A reader of `topic` from `offsets` in the background; `on_batch(records, now)` sees every
+    record with the moment its fetch returned. `fetch_max_wait_ms` is small so that the stamp is
+    at most a few milliseconds after the record became readable."""
+    reader = Tail(
+        bootstrap,
+        topic,
+        client_id="bench-tail",
+        keep=False,
+        offsets={topic: offsets},
+        max_records=20_000,
+        poll_ms=100,
+        fetch_max_wait_ms=5,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    reader.on_batch = lambda _topic, records: on_batch(records, reader.now)
+    return reader
 
 
 class _Child:
@@ -561,7 +526,7 @@ class KafkaBench:
 
         raw = RawProcess(self.workdir / "raw.log")
         try:
-            async with Tail(self.bootstrap, self.raw_out, out, seen) as tail:
+            async with _tail(self.bootstrap, self.raw_out, out, seen) as tail:
                 await raw.start(self.bootstrap, self.alerts, self.raw_out, offsets)
                 start = time.perf_counter()
                 cpu = self._cpu(raw)
@@ -589,7 +554,7 @@ class KafkaBench:
 
         raw = RawProcess(self.workdir / "raw-latency.log")
         try:
-            async with Tail(self.bootstrap, self.raw_out, out, seen):
+            async with _tail(self.bootstrap, self.raw_out, out, seen):
                 await raw.start(self.bootstrap, self.alerts, self.raw_out, offsets)
                 await self.produce(records, rate=rate, stamps=stamps)
                 await until(lambda: arrived.complete() or not raw.alive(), timeout_s, "raw outputs")
@@ -683,7 +648,7 @@ class KafkaBench:
             last[0] = now
 
         offsets = await ends(self.bootstrap, self.decisions)
-        async with Tail(self.bootstrap, self.decisions, offsets, seen):
+        async with _tail(self.bootstrap, self.decisions, offsets, seen):
             cpu = self._cpu(self._worker, self._decoder)
             start = await self.produce(records)
             at_end.append((len(decided), time.perf_counter()))
@@ -725,7 +690,7 @@ class KafkaBench:
 
         internal_from = await ends(self.bootstrap, self.internal)
         offsets = await ends(self.bootstrap, self.decisions)
-        async with Tail(self.bootstrap, self.decisions, offsets, seen):
+        async with _tail(self.bootstrap, self.decisions, offsets, seen):
             start = await self.produce(records, rate=rate, stamps=stamps)
             sent_s = time.perf_counter() - start
 

@@ -248,17 +248,37 @@ class WorkerProcess:
 
 
 class Tail:
-    """Reads every partition of some topics from the beginning, in the background (no group)."""
+    """Reads every partition of some topics in the background (no group), from the beginning
+    or from given offsets (`offsets`: topic -> partition -> offset, every partition named).
+
+    `on_batch(topic, records)` sees each fetched batch; `now` is when the fetch that brought
+    it returned (`time.perf_counter()`, stamped before any callback: a reader timing arrivals
+    uses it). `consumer_options` go to the consumer (`fetch_max_wait_ms`...).
+    """
 
     def __init__(
-        self, bootstrap: str, *topics: str, client_id: str = "socnoc-test-tail", keep: bool = True
+        self,
+        bootstrap: str,
+        *topics: str,
+        client_id: str = "socnoc-test-tail",
+        keep: bool = True,
+        offsets: dict[str, dict[int, int]] | None = None,
+        max_records: int = 10_000,
+        poll_ms: int = 200,
+        **consumer_options: Any,
     ) -> None:
         self.bootstrap = bootstrap
         self.topics = topics
         self.client_id = client_id
         self.keep = keep  # False: only `on_batch` sees the records (long runs)
+        self.offsets = offsets
+        self.max_records = max_records
+        self.poll_ms = poll_ms
+        self.consumer_options = consumer_options
         self.records: dict[str, list[ConsumerRecord[bytes, bytes]]] = {t: [] for t in topics}
         self.on_batch: Callable[[str, list[ConsumerRecord[bytes, bytes]]], None] | None = None
+        self.count = 0  # records read, on every topic
+        self.now = 0.0
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -268,30 +288,39 @@ class Tail:
             enable_auto_commit=False,
             group_id=None,
             client_id=self.client_id,
+            **self.consumer_options,
         )
         await consumer.start()
-        tps: list[TopicPartition] = []
-        for topic in self.topics:
+        if self.offsets is not None:
+            starts = {TopicPartition(t, p): o for t in self.topics for p, o in sorted(self.offsets[t].items())}
+            consumer.assign(list(starts))
+            for tp, offset in starts.items():
+                consumer.seek(tp, offset)
+        else:
+            tps: list[TopicPartition] = []
+            for topic in self.topics:
 
-            async def parts(t: str = topic) -> set[int] | None:
-                found: set[int] | None = consumer.partitions_for_topic(t)
-                if not found:
-                    await consumer.topics()
-                return found
+                async def parts(t: str = topic) -> set[int] | None:
+                    found: set[int] | None = consumer.partitions_for_topic(t)
+                    if not found:
+                        await consumer.topics()
+                    return found
 
-            found = await until(parts, 60, f"topic {topic}")
-            tps.extend(TopicPartition(topic, p) for p in sorted(found))
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
+                found = await until(parts, 60, f"topic {topic}")
+                tps.extend(TopicPartition(topic, p) for p in sorted(found))
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
         self._consumer = consumer
-        self._task = asyncio.create_task(self._run())
+        self._task = asyncio.create_task(self._run(), name=f"tail-{','.join(self.topics)}")
         return self
 
     async def _run(self) -> None:
         assert self._consumer is not None
         while True:
-            batch = await self._consumer.getmany(timeout_ms=200, max_records=10_000)
+            batch = await self._consumer.getmany(timeout_ms=self.poll_ms, max_records=self.max_records)
+            self.now = time.perf_counter()
             for tp, records in batch.items():
+                self.count += len(records)
                 if self.keep:
                     self.records[tp.topic].extend(records)
                 if self.on_batch is not None:
