@@ -36,6 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.data import KAFKA_MAP, Records
 from bench.procs import cpu_seconds, die_with_parent
+from bench.rawpipe import internal_topic
 from streams.broker import free_port
 from streams.kafka import BatchSender, high_watermarks, key_partition
 from streams.records import KIND_HEADER, SRC_HEADER, header
@@ -234,12 +235,14 @@ class WorkerProcess(_Child):
 
 
 class RawProcess(_Child):
-    """`python -m bench.rawpipe` reading `source` from `offsets`."""
+    """`python -m bench.rawpipe` reading `source` from `offsets` (`shape`: see bench.rawpipe)."""
 
-    async def start(self, bootstrap: str, source: str, target: str, offsets: dict[int, int]) -> RawProcess:
+    async def start(
+        self, bootstrap: str, source: str, target: str, offsets: dict[int, int], shape: str = "raw"
+    ) -> RawProcess:
         spec = ",".join(f"{p}:{o}" for p, o in sorted(offsets.items()))
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-        args = [sys.executable, "-m", "bench.rawpipe", bootstrap, source, target, spec]
+        args = [sys.executable, "-m", "bench.rawpipe", bootstrap, source, target, spec, "--shape", shape]
         self._spawn(args, env, stdout=subprocess.PIPE)
         assert self.proc is not None and self.proc.stdout is not None
         line = await asyncio.wait_for(asyncio.to_thread(self.proc.stdout.readline), 60)
@@ -453,10 +456,11 @@ class KafkaBench:
         return env
 
     async def setup(self) -> None:
-        """Create the input and raw output topics (the worker creates its own)."""
+        """Create the input and raw output topics, and the plumbing shape's internal topic
+        (the worker creates its own)."""
         await create_topics(
             self.bootstrap,
-            {self.alerts: self.input_partitions, self.raw_out: self.input_partitions},
+            {self.alerts: self.input_partitions, self.raw_out: self.input_partitions, internal_topic(self.raw_out): 1},
             client_id="bench-admin",
         )
 
@@ -509,8 +513,9 @@ class KafkaBench:
             await producer.stop()
 
     # -- raw pipeline ----------------------------------------------------------------
-    async def raw_run(self, records: Records, timeout_s: float = 600.0) -> float:
-        """Alerts/s of the raw pipeline draining `records` (start -> last output received).
+    async def raw_run(self, records: Records, timeout_s: float = 600.0, shape: str = "raw") -> float:
+        """Alerts/s of the raw pipeline draining `records` (start -> last output received);
+        `shape="plumbing"`: the worker's Kafka traffic without its work (`bench.rawpipe`).
 
         The records are produced first and the pipeline then starts on them: produced live,
         the producer here (not the pipeline) would set the pace on two cores.
@@ -527,7 +532,7 @@ class KafkaBench:
         raw = RawProcess(self.workdir / "raw.log")
         try:
             async with _tail(self.bootstrap, self.raw_out, out, seen) as tail:
-                await raw.start(self.bootstrap, self.alerts, self.raw_out, offsets)
+                await raw.start(self.bootstrap, self.alerts, self.raw_out, offsets, shape)
                 start = time.perf_counter()
                 cpu = self._cpu(raw)
                 await until(lambda: tail.count >= want or not raw.alive(), timeout_s, "raw outputs")

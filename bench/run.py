@@ -14,7 +14,10 @@ Phases, each repeated `BENCH_RUNS` times (default 3) and reported as the median:
    the per-run ratios, so both sides of a ratio see the same machine load); then latency
    under steady load at half the measured e2e rate, each run followed by the raw pipeline's
    latency at that rate (its floor: one hop through the broker where the worker makes two;
-   in report.json, not in the JSON line).
+   in report.json, not in the JSON line). Beside each raw run, the same records through the
+   worker's Kafka traffic without its work (`bench.rawpipe --shape plumbing`: batched, two
+   writes an alert), on topics of its own: `plumbing_ratio_vs_raw` in report.json and the
+   table is the ceiling of `e2e_ratio_vs_raw` that the design's Kafka traffic leaves.
 
 Environment: `BENCH_RUNS`, `BENCH_QUICK=1` (a fast dev run with smaller sizes),
 `BENCH_SYNTHETIC_ALERTS`, `BENCH_E2E_ALERTS`, `BENCH_LATENCY_SECONDS`, `BENCH_STATE_ASSETS`,
@@ -166,6 +169,9 @@ class Report:
     e2e: list[float] = field(default_factory=list)
     e2e_runs: list[dict[str, Any]] = field(default_factory=list)  # live and backlog rates of each run
     raw_cpu: list[dict[str, Any]] = field(default_factory=list)  # CPU µs per alert: pipeline, broker
+    # the worker's Kafka traffic without its work (bench.rawpipe `plumbing`), run beside each raw run
+    plumbing: list[float] = field(default_factory=list)
+    plumbing_cpu: list[dict[str, Any]] = field(default_factory=list)
     latency: list[dict[str, Any]] = field(default_factory=list)
     raw_latency: list[dict[str, Any]] = field(default_factory=list)  # the raw pipeline at the latency rate
     worker_peak_rss_mb: list[float] = field(default_factory=list)
@@ -318,6 +324,17 @@ async def _kafka_phase(cfg: Config, report: Report, base: BaseData) -> None:
             report.raw.append(raw)
             report.raw_cpu.append(bench.raw_cpu[-1] if bench.raw_cpu else {})
             _progress(f"raw pipeline run {i + 1}/{cfg.runs}: {raw:,.0f} alerts/s; CPU µs/alert {report.raw_cpu[-1]}")
+            plumbing_bench = await fresh(f"bench-plumbing{i}")  # its own topics, as fresh as the others
+            with harness_gc_paused():
+                plumbing = await plumbing_bench.raw_run(
+                    kafka_records(base, 0, cfg.e2e_alerts, run=f"plumbing{i}"), shape="plumbing"
+                )
+            report.plumbing.append(plumbing)
+            report.plumbing_cpu.append(plumbing_bench.raw_cpu[-1] if plumbing_bench.raw_cpu else {})
+            _progress(
+                f"plumbing run {i + 1}/{cfg.runs} (two writes an alert, no work): {plumbing:,.0f} alerts/s "
+                f"({plumbing / raw:.3f} of raw); CPU µs/alert {report.plumbing_cpu[-1]}"
+            )
             with harness_gc_paused():
                 run = await bench.e2e_run(kafka_records(base, 0, cfg.e2e_alerts, run=f"e2e{i}"))
             bench.stop_worker()
@@ -366,6 +383,7 @@ def _result(cfg: Config, report: Report) -> dict[str, Any]:
         for n in SCALING_SIZES
     }
     ratios = [e / r for e, r in zip(report.e2e, report.raw, strict=False) if r > 0]
+    plumbing = [p / r for p, r in zip(report.plumbing, report.raw, strict=False) if r > 0]
     peak = median([r["peak_rss_bytes"] for r in synthetic_complete])
     return {
         "core_alerts_per_s": _round(median([r["alerts_per_s"] for r in synthetic_complete]), 0)
@@ -386,6 +404,10 @@ def _result(cfg: Config, report: Report) -> dict[str, Any]:
         if cfg.synthetic_alerts >= SCALING_SIZES[-1]
         else None,
         "core_alerts_per_s_aitads_pure": _round(median([r["alerts_per_s"] for r in report.core_aitads_pure]), 0),
+        # the worker's Kafka traffic without its work, against the raw pipeline of the same runs:
+        # the most `e2e_ratio_vs_raw` could be with decoding and correlation free
+        "plumbing_alerts_per_s": _round(median(report.plumbing), 0),
+        "plumbing_ratio_vs_raw": _round(median(plumbing), 3),
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from bench import run as bench_run
 from bench.core import run_core
 from bench.data import KAFKA_MAP, kafka_records, load_base, state_probe_rows, synthetic_rows, write_csv
 from bench.pipeline import Arrivals, harness_gc_paused, percentile
+from bench.rawpipe import run as rawpipe_run
 from bench.run import KEYS, SCALING_SIZES, Config
 
 
@@ -119,6 +121,10 @@ def test_kafka_phase_on_the_embedded_broker(tmp_path: Path) -> None:
     result = report.result
     assert _is_number(result["raw_alerts_per_s"]) and _is_number(result["e2e_alerts_per_s"])
     assert result["e2e_ratio_vs_raw"] == pytest.approx(result["e2e_alerts_per_s"] / result["raw_alerts_per_s"], 0.01)
+    # the worker's Kafka traffic without its work drained the same records beside the raw run
+    assert len(report.plumbing) == 1 and report.plumbing[0] > 0
+    assert report.plumbing_cpu[0]["pipeline"] > 0
+    assert result["plumbing_ratio_vs_raw"] == pytest.approx(report.plumbing[0] / report.raw[0], abs=0.001)
     latency = report.latency[0]
     assert latency["decided"] == latency["sent"] >= 100
     assert 0 < latency["on_arrival"] <= latency["sent"]
@@ -134,6 +140,12 @@ def test_kafka_phase_on_the_embedded_broker(tmp_path: Path) -> None:
     ms = [float(line.split("\t")[1]) for line in dumped[1:]]
     assert percentile(ms, 0.5) == pytest.approx(result["p50_latency_ms"], abs=0.1)
     assert report.worker_peak_rss_mb and all(mb > 0 for mb in report.worker_peak_rss_mb)
+
+
+def test_the_raw_pipeline_refuses_an_unknown_shape_before_connecting() -> None:
+    stop = asyncio.Event()
+    with pytest.raises(ValueError, match="unknown shape 'fast' \\(shapes: raw, plumbing\\)"):
+        asyncio.run(rawpipe_run("127.0.0.1:1", "in", "out", {0: 0}, stop, shape="fast"))
 
 
 def test_arrivals_note_each_alert_of_the_run_once_by_position() -> None:
