@@ -21,6 +21,8 @@ class StageHealth:
     records: int = 0
     from_memory: int = 0  # correlate: records taken from this process's decode stage
     read_back: int = 0  # correlate: records fetched again after being taken from memory
+    paused: int = 0  # correlate: partitions not fetched while their records come from memory
+    resumed: int = 0  # correlate: times a partition fed from memory was fetched again
     errors: int = 0
     last_error: str | None = None
 
@@ -34,6 +36,8 @@ class StageHealth:
             "records": self.records,
             "from_memory": self.from_memory,
             "read_back": self.read_back,
+            "paused": self.paused,
+            "resumed": self.resumed,
             "errors": self.errors,
             "last_error": self.last_error,
         }

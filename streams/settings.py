@@ -225,10 +225,12 @@ class Settings(BaseSettings):
         default=timedelta(milliseconds=250),
         ge=timedelta(milliseconds=10),
         le=timedelta(minutes=1),
-        description="`handoff=memory`: a partition whose records come from memory is fetched "
-        "again after this long with nothing handed over (another worker's decode stage may be "
-        "writing to it). Shorter than a decode stall under load, and what came from memory is "
-        "read back; longer, and another decoder's records wait this long when this one is idle.",
+        description="`handoff=memory`: after this long with nothing handed over, a partition "
+        "whose records come from memory has its end asked (and again every this long while "
+        "idle); it is fetched again if the end holds records it has not processed (another "
+        "worker's decode stage may be writing to it). Shorter than a decode stall under load, "
+        "and what came from memory is read back; longer, and another decoder's records wait "
+        "this long when this one is idle.",
     )
     checkpoint_interval: Duration = Field(
         default=timedelta(seconds=5),

@@ -5,7 +5,8 @@ The decode stage learns each internal record's offset from the broker's acknowle
 its batch (base offset + position). The correlate stage processes a record from memory only
 when it is the next offset of its partition. With `handoff=memory` (the default) it stops
 fetching a partition while that keeps up, and fetches it again from the next offset at a gap
-(another decoder's records) or when nothing is handed over for a moment. With
+(another decoder's records), or when nothing has been handed over for a moment and the
+partition's end shows records it has not processed. With
 `handoff=verify` it goes on fetching and compares each record's bytes with what its consumer
 delivers at that offset; a difference ends the session, the partitions are restored from
 their checkpoints and fed from Kafka, and the process stops handing records over.
@@ -102,6 +103,51 @@ async def test_a_worker_correlates_what_it_decoded_from_memory(
         assert correlate["read_back"] >= correlate["from_memory"] // 2, correlate
 
 
+async def test_an_idle_partition_fed_from_memory_is_not_fetched_again_without_new_records(
+    names: Names, workers: Callable[..., WorkerProcess], producer: AIOKafkaProducer
+) -> None:
+    """Alone, a worker's correlating side gets its records from memory: once its input stops,
+    each paused partition's end (asked every `handoff_idle`) holds nothing it has not
+    processed, and it stays paused (each was fetched again as soon as it went idle, before
+    the ends were asked: ~70 empty fetches a second on Tansu)."""
+    env = names.worker_env(
+        SOCNOC_INPUTS=orjson.dumps({names.alerts: {"format": "aitads"}}).decode(),
+        SOCNOC_HANDOFF="memory",
+        # longer than the decode stage's empty poll (200 ms), after which it hands over the
+        # ticks it sent before: a partition asked for its end sooner is behind by them
+        SOCNOC_HANDOFF_IDLE="1s",
+        SOCNOC_IDLE_TIMEOUT="600",  # no idle ticks during the test
+    )
+    worker = workers(env)
+    await worker.wait_partitions()
+
+    async def correlate() -> dict[str, object]:
+        health = await worker.health()
+        assert health is not None
+        stage: dict[str, object] = health[1]["stages"]["correlate"]
+        return stage
+
+    async def correlating() -> bool:
+        return bool((await correlate())["partitions"])
+
+    await until(correlating, 60, "the correlate stage's partitions", worker)
+    _, rows = aitads_rows()
+    await produce_paced(producer, names.alerts, [row for _, row in rows[:300]], [], 3000)
+
+    async def handed() -> bool:
+        return int(str((await correlate())["from_memory"])) >= 300
+
+    await until(handed, 60, "the alerts handed over in memory", worker)
+    await asyncio.sleep(0.5)
+    before = await correlate()
+    await asyncio.sleep(3.5)  # 3 x handoff_idle with nothing new
+    after = await correlate()
+    # the alerts' partition (at least) stays paused, and none is fetched again meanwhile
+    assert int(str(before["paused"])) >= 1, before
+    assert after["paused"] == before["paused"] and after["resumed"] == before["resumed"], (before, after)
+    assert after["errors"] == 0, after
+
+
 async def test_a_record_that_differs_from_memory_is_caught_and_read_from_kafka(
     names: Names, producer: AIOKafkaProducer
 ) -> None:
@@ -191,6 +237,7 @@ async def test_records_another_decoder_writes_in_between_are_read_from_kafka(
     assert correlate["from_memory"] > 0, correlate
     # the other decoder's records, read from Kafka
     assert correlate["records"] - correlate["from_memory"] >= decoded, (correlate, decoded)
+    assert correlate["resumed"] >= 1, correlate  # fetched again at the other decoder's records
     assert correlate["errors"] == 0, correlate
 
 
