@@ -354,6 +354,10 @@ class DecodeStage(Stage):
         futures = await sender.send()
         if futures:
             self._inflight.append((futures, {}, sender.take_sent()))
+            # handed over now, not after the next poll (up to 200 ms on an idle input): the
+            # correlate stage's consumer would fetch them first, and go on fetching partitions
+            # whose records could come from memory (`CorrelateStage._unpause_idle`)
+            await self.settle(wait_commit=False)
 
 
 def _unowned(consumer: AIOKafkaConsumer, inputs: Mapping[str, object], owned: Mapping[str, object]) -> list[str] | None:
