@@ -50,6 +50,7 @@ PRODUCER: dict[str, Any] = {
 
 SHAPES = ("raw", "plumbing")
 _HEADERS = [("socnoc-kind", b"alert"), ("socnoc-source", b"bench:0")]  # (the worker's are this size)
+_OUTPUT_HEADERS = _HEADERS[:1]
 
 
 def internal_topic(target: str) -> str:
@@ -117,7 +118,7 @@ async def _plumbing(
         sender = BatchSender(producer)
         for key, obj in loaded:
             small = orjson.dumps({"id": obj.get("id") if isinstance(obj, dict) else None})
-            sender.put(target, small, 0, key=key, headers=_HEADERS[:1])
+            sender.put(target, small, 0, key=key, headers=_OUTPUT_HEADERS)
             if sender.queued:
                 await sender.drain()
         await sender.flush()

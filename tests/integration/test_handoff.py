@@ -113,8 +113,8 @@ async def test_an_idle_partition_fed_from_memory_is_not_fetched_again_without_ne
     env = names.worker_env(
         SOCNOC_INPUTS=orjson.dumps({names.alerts: {"format": "aitads"}}).decode(),
         SOCNOC_HANDOFF="memory",
-        # longer than the decode stage's empty poll (200 ms), after which it hands over the
-        # ticks it sent before: a partition asked for its end sooner is behind by them
+        # well past the round trip after which the decode stage hands over the ticks it sent
+        # (a partition asked for its end before then is behind by them, and fetched again)
         SOCNOC_HANDOFF_IDLE="1s",
         SOCNOC_IDLE_TIMEOUT="600",  # no idle ticks during the test
     )
