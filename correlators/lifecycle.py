@@ -172,8 +172,13 @@ class IncidentState:
         return bool(self.firing) and not any(self.firing.values())
 
     def summary(self) -> str:
-        # most frequent first, ties by name: by name, then stably by count (both sorts in C)
-        top = sorted(sorted(self.signatures.items()), key=_COUNT, reverse=True)[:3]
+        # most frequent first, ties by name: by name, then stably by count (both sorts in C),
+        # of the signatures counted at least as often as the third most frequent one only (an
+        # incident with 60 signatures: a sort of 60 counts instead of two of 60 pairs)
+        signatures = self.signatures
+        counts = sorted(signatures.values(), reverse=True)
+        least = counts[2] if len(counts) > 3 else 0
+        top = sorted(sorted([(s, n) for s, n in signatures.items() if n >= least]), key=_COUNT, reverse=True)[:3]
         sigs = ", ".join(f"{s} x{n}" for s, n in top)
         where = self.assets[0] + (f" (+{len(self.assets) - 1} assets)" if len(self.assets) > 1 else "")
         extra = f"; {self.summary_note}" if self.summary_note else ""

@@ -15,6 +15,7 @@ import base64
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from operator import is_
 from typing import Any, Final
 
 import orjson
@@ -22,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from schemas.context import Asset, Change, Feedback
 from schemas.epoch import utc_datetime
-from schemas.models import Alert, DeadLetter, Decision, IncidentEvent
+from schemas.models import Alert, DeadLetter, Decision, IncidentEvent, LifecycleEvent
 from schemas.rules import AnyRule, parse_rules
 
 __all__ = [
@@ -221,9 +222,61 @@ def output_json(record: Emitted) -> bytes:
     floats in the same shortest form. Held equal on every output of every bundled dataset. A
     value orjson refuses (a lone surrogate in a string) goes through pydantic."""
     try:
+        if isinstance(record, IncidentEvent):
+            fields = record.__dict__.copy()
+            fields["timeline"] = orjson.Fragment(_TIMELINES.encode(record))
+            return orjson.dumps(fields, default=_fields, option=orjson.OPT_UTC_Z)
         return orjson.dumps(record.__dict__, default=_fields, option=orjson.OPT_UTC_Z)
     except TypeError:
         return record.model_dump_json().encode()
+
+
+class TimelineCache:
+    """The JSON of the timelines of the incidents' last events, to encode only what is new.
+
+    Every `updated` event repeats its incident's whole timeline (up to `max_timeline` entries:
+    most of the event's bytes, and ~70% of the cost of its JSON with 74 entries), and a
+    timeline only grows at its end. An event whose timeline starts with the very entry objects
+    (identity, not equality: equal times in two zones write differently) of the incident's
+    previous one encodes its new entries only. Resolved and merged incidents are forgotten;
+    past `cap` incidents, all are.
+    """
+
+    __slots__ = ("cap", "_held")
+
+    def __init__(self, cap: int = 4096) -> None:
+        self.cap = cap
+        self._held: dict[str, tuple[tuple[Any, ...], bytes]] = {}
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def encode(self, event: IncidentEvent) -> bytes:
+        """`event.timeline` as a JSON array, as orjson writes it nested in the event."""
+        timeline = event.timeline
+        key = event.incident_id
+        body = b""
+        start = 0
+        held = self._held.get(key)
+        if held is not None:
+            prefix, encoded = held
+            if len(prefix) <= len(timeline) and all(map(is_, prefix, timeline)):
+                body, start = encoded, len(prefix)
+        if start < len(timeline):
+            new = b",".join([orjson.dumps(e.__dict__, option=orjson.OPT_UTC_Z) for e in timeline[start:]])
+            body = body + b"," + new if body else new
+        if event.event is _RESOLVED or event.event is _MERGED:
+            self._held.pop(key, None)
+        else:
+            if len(self._held) >= self.cap and key not in self._held:
+                self._held.clear()
+            self._held[key] = (timeline, body)
+        return b"[" + body + b"]"
+
+
+_RESOLVED: Final = LifecycleEvent.RESOLVED
+_MERGED: Final = LifecycleEvent.MERGED
+_TIMELINES: Final = TimelineCache()
 
 
 def _fields(value: object) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from correlators.config import EngineConfig
 from correlators.engine import Engine
+from correlators.lifecycle import IncidentState
 from correlators.types import Output
 from schemas.context import Asset, Change, ChangeKind, Feedback, FeedbackKind, Link, LinkKind
 from schemas.models import (
@@ -17,6 +18,7 @@ from schemas.models import (
     IncidentEvent,
     IncidentKind,
     LifecycleEvent,
+    RootCause,
     Severity,
     Status,
 )
@@ -361,3 +363,18 @@ def test_window_spanning_two_live_campaigns_merges_them() -> None:
     assert final[first.incident_id].alert_count == 9
     last = [e for e in run.events if e.incident_id == first.incident_id][-1]
     assert any(r.startswith("acknowledged by bo") for r in last.reasons)
+
+
+def test_an_incident_summary_names_its_three_most_frequent_signatures_ties_by_name() -> None:
+    inc = IncidentState(
+        id="INC-x", assets=["web"], opened_at=0.0, root=RootCause(asset="web", alert_id="a"),
+        root_signature="S", owners=set(),
+    )
+    assert "0 signatures ()" in inc.summary()
+    inc.signatures.update({"b": 2, "a": 2, "c": 1})
+    assert "3 signatures (a x2, b x2, c x1)" in inc.summary()
+    # a tie at the third place goes by name; counts above it win whatever their name
+    inc.signatures.update({"z": 9, "d": 1, "e": 2, "f": 5})
+    assert "7 signatures (z x9, f x5, a x2)" in inc.summary()
+    inc.signatures.update({"z": 2, "f": 2})
+    assert "7 signatures (a x2, b x2, e x2)" in inc.summary()

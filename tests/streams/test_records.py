@@ -23,6 +23,7 @@ from schemas.models import (
     LifecycleEvent,
     Severity,
     Status,
+    TimelineEntry,
 )
 from schemas.rules import Match, SuppressRule
 from streams.checkpoints import Checkpoint, parse_src
@@ -36,6 +37,7 @@ from streams.records import (
     Item,
     RulesItem,
     TickItem,
+    TimelineCache,
     dead_letter,
     decode_item,
     encode_item,
@@ -232,6 +234,68 @@ def test_odd_strings_and_zones_encode_as_pydantic_does(text: str, when: datetime
                 output_json(record)
             continue
         assert output_json(record) == expected
+
+
+def _entry(i: int, note: str = "", when: datetime = T0) -> TimelineEntry:
+    return TimelineEntry(
+        time=when + timedelta(seconds=i), asset="web", alert_id=f"a{i}", source="ids",
+        signature=f"S{i % 3}", severity=Severity.HIGH, note=note,
+    )
+
+
+def test_an_incidents_timeline_is_encoded_once_and_then_only_its_new_entries() -> None:
+    cache = TimelineCache()
+    entries = [_entry(i) for i in range(6)]
+    base = _event()
+
+    def event(n: int, kind: LifecycleEvent = LifecycleEvent.UPDATED, timeline: Any = None) -> IncidentEvent:
+        chosen = tuple(entries[:n]) if timeline is None else timeline
+        return base.model_copy(update={"event": kind, "version": n, "timeline": chosen})
+
+    for n in (1, 1, 3, 6):  # the same, then longer timelines of the same entry objects
+        e = event(n)
+        assert cache.encode(e) == orjson.dumps([t.model_dump(mode="json") for t in e.timeline])
+        assert output_json(e) == e.model_dump_json().encode()
+    assert len(cache) == 1
+    # equal entries that are other objects (a restored engine's), the last one's time in another
+    # zone: encoded anew (pydantic calls the two timelines equal, but their bytes differ)
+    other = tuple(_entry(i) for i in range(5)) + (_entry(5, when=T0.astimezone(timezone(timedelta(hours=2)))),)
+    assert other == tuple(entries)
+    e = event(7, timeline=other)
+    assert cache.encode(e) == orjson.dumps([t.model_dump(mode="json") for t in other])
+    assert output_json(e) == e.model_dump_json().encode()
+    # a shorter timeline for the same incident (not an extension of the one held)
+    e = event(8, timeline=tuple(entries[:2]))
+    assert cache.encode(e) == orjson.dumps([t.model_dump(mode="json") for t in entries[:2]])
+    cache.encode(event(9, LifecycleEvent.RESOLVED))
+    assert len(cache) == 0  # a resolved incident is forgotten (a reopened one starts anew)
+    assert cache.encode(event(0)) == b"[]"
+
+
+def test_the_timeline_cache_forgets_everything_past_its_cap() -> None:
+    cache = TimelineCache(cap=3)
+    for i in range(3):
+        cache.encode(_event().model_copy(update={"incident_id": f"INC-{i}", "timeline": (_entry(i),)}))
+    assert len(cache) == 3
+    cache.encode(_event().model_copy(update={"incident_id": "INC-9", "timeline": (_entry(9),)}))
+    assert len(cache) == 1
+
+
+@pytest.mark.parametrize("note", ["lone \ud800 surrogate", "ünïcödé \"q\" \x00"])
+def test_a_timeline_entry_orjson_refuses_goes_through_pydantic_and_is_not_held(note: str) -> None:
+    good = _entry(0)
+    event = _event().model_copy(update={"event": LifecycleEvent.UPDATED, "timeline": (good, _entry(1, note))})
+    try:
+        expected = event.model_dump_json().encode()
+    except ValueError:  # pydantic refuses it too: then so may we
+        with pytest.raises(ValueError):
+            output_json(event)
+        expected = None
+    if expected is not None:
+        assert output_json(event) == expected
+    # the next event of that incident, with a timeline of good entries only, is right
+    after = event.model_copy(update={"version": 4, "timeline": (good,)})
+    assert output_json(after) == after.model_dump_json().encode()
 
 
 class _ReadBack(_Recording):
