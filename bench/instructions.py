@@ -1,0 +1,188 @@
+"""Instructions an alert, counted by valgrind: `python -m bench.instructions [--tree DIR]...`.
+
+On the shared 2-vCPU machines of stops 23-28 a timing swings by up to 2x from one minute to the
+next, so a change worth 5-15% cannot be seen in `make bench` or in alternating timed runs. The
+instructions a workload executes hardly move (PYTHONHASHSEED fixed; cachegrind, no cache
+simulation). Each workload runs in a child process under cachegrind twice, once stopping
+before the measured part, and the difference over the alert count is printed:
+
+- `engine`: the correlation engine over the synthetic stream (the alerts parsed first), in
+  replay's order, with the worker's garbage-collector settings;
+- `outputs`: the same, and the JSON of every output (`streams.records.output_json`);
+- `decode`: the decode stage's transform of the benchmark's Kafka records
+  (`Decoder.decode_fetched`, then `encode_item` of each internal record), without Kafka.
+
+`--tree DIR` (repeatable) measures another checkout beside this one (each with its own
+`make native`; a stale build runs as pure Python, which the output says): the way to compare
+two commits. The Kafka client, the event loop and the broker are not in any workload. Needs
+valgrind (Debian's `valgrind` package).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["WORKLOADS", "main", "run_workload", "parse_instructions"]
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKLOADS = ("engine", "outputs", "decode")
+_REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
+
+
+def parse_instructions(report: str) -> int:
+    """The instruction count of cachegrind's summary (its stderr)."""
+    found = _REFS.search(report)
+    if found is None:
+        raise ValueError("no 'I refs' line in the valgrind output")
+    return int(found.group(1).replace(",", ""))
+
+
+def run_workload(workload: str, alerts: int, *, setup_only: bool = False) -> tuple[int, int]:
+    """Run `workload` over `alerts` synthetic alerts in this process: (alerts, outputs)."""
+    if workload not in WORKLOADS:
+        raise ValueError(f"unknown workload {workload!r} (one of {', '.join(WORKLOADS)})")
+    if workload == "decode":
+        return _decode(alerts, setup_only)
+    return _engine(alerts, setup_only, encode=workload == "outputs")
+
+
+def _engine(count: int, setup_only: bool, *, encode: bool) -> tuple[int, int]:
+    from bench.data import load_base, synthetic_rows, write_csv
+    from schemas.adapters.base import ParseContext, Rejected
+    from schemas.adapters.registry import adapter_for_file, read_records
+    from schemas.models import Alert
+    from streams.records import output_json
+    from streams.replay import Context, build_engine
+    from streams.worker import tune_gc
+
+    with tempfile.TemporaryDirectory(prefix="socnoc-instructions-") as tmp:
+        path = Path(tmp) / "synthetic.csv"
+        base = load_base()
+        write_csv(path, base.header, synthetic_rows(base, count))
+        adapter = adapter_for_file(path, "aitads")
+        alerts: list[Alert] = []
+        for record in read_records(path, "aitads"):
+            for parsed in adapter.parse(record.raw, ParseContext(record_id=record.record_id)):
+                if isinstance(parsed, Rejected):
+                    raise ValueError(f"synthetic record {record.record_id} is not an alert: {parsed.error}")
+                alerts.append(parsed)
+    engine = build_engine(Context())
+    tune_gc()
+    if setup_only:
+        return len(alerts), 0
+    outputs = 0
+    watermark = None
+    for alert in alerts:
+        due = []
+        if watermark is None or alert.time > watermark:
+            watermark = alert.time
+            due = list(engine.advance(watermark))
+        due += engine.on_alert(alert)
+        outputs += len(due)
+        if encode:
+            for output in due:
+                output_json(output)
+    return len(alerts), outputs
+
+
+def _decode(count: int, setup_only: bool) -> tuple[int, int]:
+    from aiokafka.structs import ConsumerRecord
+
+    from bench.data import KAFKA_MAP, kafka_records, load_base
+    from correlators.identity import Identity
+    from schemas.context import Asset, Change, Feedback
+    from streams.decoder import Decoder
+    from streams.records import encode_item
+    from streams.settings import InputSpec
+    from streams.worker import tune_gc
+
+    topic = "bench.soc.alerts"
+    records = kafka_records(load_base(), 0, count, run="instructions")
+    fetched = [
+        ConsumerRecord(topic, 0, i, 1_700_000_000_000 + i, 0, key, value, None, len(key), len(value), ())
+        for i, (key, value) in enumerate(zip(records.keys, records.values, strict=True))
+    ]
+    decoder = Decoder(
+        {topic: InputSpec(format="jsonl", map=KAFKA_MAP)},
+        context_topics={"assets": Asset, "changes": Change, "feedback": Feedback},
+        identity=Identity(),
+        single_partition=True,
+    )
+    tune_gc()
+    if setup_only:
+        return len(fetched), 0
+    counts: dict[tuple[str, ...], int] = {}
+    items = 0
+    for start in range(0, len(fetched), 500):  # the stage decodes a fetch at a time
+        routed, _ = decoder.decode_fetched(fetched[start : start + 500], counts)
+        for entry in routed:
+            encode_item(entry.item, key=entry.key)
+        items += len(routed)
+    return len(fetched), items
+
+
+def _count(tree: Path, workload: str, alerts: int, setup_only: bool) -> tuple[int, str]:
+    """Instructions of one child run under cachegrind, and what the child said."""
+    cmd = [
+        "valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
+        # this file's workloads, the tree's code: the child imports everything else from `tree`
+        sys.executable, str(Path(__file__).resolve()), "--child", workload, "--alerts", str(alerts),
+    ]
+    if setup_only:
+        cmd.append("--setup-only")
+    env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": str(tree)}
+    done = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{workload} in {tree} failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
+    said = next((line for line in done.stdout.splitlines() if line.startswith("child:")), "")
+    return parse_instructions(done.stderr), said
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__.splitlines()[0])
+    parser.add_argument("--alerts", type=int, default=150_000, help="synthetic alerts (the decode workload: 1/5)")
+    parser.add_argument("--workload", action="append", choices=WORKLOADS, help="default: all")
+    parser.add_argument("--tree", action="append", type=Path, default=[], help="another checkout to measure")
+    parser.add_argument("--child", choices=WORKLOADS, help=argparse.SUPPRESS)
+    parser.add_argument("--setup-only", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.alerts < 1:
+        parser.error("--alerts must be at least 1")
+    if args.child:
+        from schemas.native import compiled_packages
+
+        alerts, outputs = run_workload(args.child, args.alerts, setup_only=args.setup_only)
+        compiled = ",".join(compiled_packages()) or "none (pure Python)"
+        sys.stdout.write(f"child: {alerts} alerts, {outputs} outputs, compiled {compiled}\n")
+        return 0
+    if shutil.which("valgrind") is None:
+        sys.stderr.write("bench.instructions: valgrind is not installed (Debian: apt-get install valgrind)\n")
+        return 2
+    trees = [ROOT, *(t.resolve() for t in args.tree)]
+    for tree in trees:
+        if not (tree / "streams").is_dir():
+            sys.stderr.write(f"bench.instructions: {tree} is not a socnoc checkout\n")
+            return 2
+    for workload in args.workload or WORKLOADS:
+        alerts = max(1, args.alerts // 5) if workload == "decode" else args.alerts
+        for tree in trees:
+            before, _ = _count(tree, workload, alerts, True)
+            after, said = _count(tree, workload, alerts, False)
+            per = (after - before) / alerts
+            sys.stdout.write(f"{workload:8} {per:10,.0f} instructions an alert  {tree}  ({said[7:]})\n")
+            sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+        sys.path.pop(0)  # run as a file (a child): bench/ is not a package root
+    raise SystemExit(main())
