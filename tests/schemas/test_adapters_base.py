@@ -28,6 +28,19 @@ def test_epoch_zero_and_relative_seconds_are_valid() -> None:
     assert epoch_to_datetime(4102444799.5).year == 2099
 
 
+def test_a_repeated_epoch_gets_the_same_datetime_and_garbage_between_changes_nothing() -> None:
+    first = epoch_to_datetime(1642723201)
+    assert epoch_to_datetime(1642723201) is first  # a burst of one second: made once
+    assert epoch_to_datetime(1642723201.0) is first  # the same number as a float
+    for bad in (float("nan"), -1, 4102444800, 10**400):
+        with pytest.raises(BadTimestamp):
+            epoch_to_datetime(bad)
+        assert epoch_to_datetime(1642723201) is first  # a refused value is not remembered
+    assert epoch_to_datetime(1642723201.25) == first + timedelta(seconds=0.25)
+    assert epoch_to_datetime(1642723201) == first
+    assert epoch_to_datetime(True) == datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC)  # as before: True is 1
+
+
 @pytest.mark.parametrize(
     "value",
     [
