@@ -239,14 +239,22 @@ class TimelineCache:
     timeline only grows at its end. An event whose timeline starts with the very entry objects
     (identity, not equality: equal times in two zones write differently) of the incident's
     previous one encodes its new entries only. Resolved and merged incidents are forgotten;
-    past `cap` incidents, all are.
+    past `cap` incidents or `max_bytes` of JSON held, all are (what it holds of incidents an
+    engine no longer has, after a partition moved, stays bounded).
     """
 
-    __slots__ = ("cap", "_held")
+    __slots__ = ("cap", "max_bytes", "_held", "_bytes")
 
-    def __init__(self, cap: int = 4096) -> None:
+    def __init__(self, cap: int = 4096, max_bytes: int = 8 * 1024 * 1024) -> None:
         self.cap = cap
+        self.max_bytes = max_bytes
         self._held: dict[str, tuple[tuple[Any, ...], bytes]] = {}
+        self._bytes = 0
+
+    @property
+    def held_bytes(self) -> int:
+        """The bytes of JSON held."""
+        return self._bytes
 
     def __len__(self) -> int:
         return len(self._held)
@@ -265,12 +273,15 @@ class TimelineCache:
         if start < len(timeline):
             new = b",".join([orjson.dumps(e.__dict__, option=orjson.OPT_UTC_Z) for e in timeline[start:]])
             body = body + b"," + new if body else new
-        if event.event is _RESOLVED or event.event is _MERGED:
-            self._held.pop(key, None)
-        else:
-            if len(self._held) >= self.cap and key not in self._held:
+        if held is not None:
+            self._bytes -= len(held[1])
+            del self._held[key]
+        if event.event is not _RESOLVED and event.event is not _MERGED:
+            if len(self._held) >= self.cap or self._bytes + len(body) > self.max_bytes:
                 self._held.clear()
+                self._bytes = 0
             self._held[key] = (timeline, body)
+            self._bytes += len(body)
         return b"[" + body + b"]"
 
 

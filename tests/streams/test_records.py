@@ -272,13 +272,23 @@ def test_an_incidents_timeline_is_encoded_once_and_then_only_its_new_entries() -
     assert cache.encode(event(0)) == b"[]"
 
 
-def test_the_timeline_cache_forgets_everything_past_its_cap() -> None:
+def test_the_timeline_cache_forgets_everything_past_its_caps() -> None:
     cache = TimelineCache(cap=3)
     for i in range(3):
         cache.encode(_event().model_copy(update={"incident_id": f"INC-{i}", "timeline": (_entry(i),)}))
     assert len(cache) == 3
+    cache.encode(_event().model_copy(update={"incident_id": "INC-1", "timeline": (_entry(1),)}))
+    assert len(cache) == 3  # one held already: replaced, not added
     cache.encode(_event().model_copy(update={"incident_id": "INC-9", "timeline": (_entry(9),)}))
     assert len(cache) == 1
+    one = len(orjson.dumps([_entry(0).model_dump(mode="json")])) - 2  # an entry's JSON
+    cache = TimelineCache(max_bytes=3 * one)
+    entries = [_entry(i) for i in range(4)]
+    for n in (1, 2, 3):  # one incident's timeline growing up to the bound
+        cache.encode(_event().model_copy(update={"timeline": tuple(entries[:n])}))
+    assert len(cache) == 1 and cache.held_bytes == 3 * one + 2  # (the commas)
+    cache.encode(_event().model_copy(update={"incident_id": "INC-2", "timeline": (entries[3],)}))
+    assert len(cache) == 1 and cache.held_bytes == one
 
 
 @pytest.mark.parametrize("note", ["lone \ud800 surrogate", "ünïcödé \"q\" \x00"])
