@@ -27,7 +27,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 __all__ = ["WORKLOADS", "main", "run_workload", "parse_instructions"]
@@ -45,23 +45,26 @@ def parse_instructions(report: str) -> int:
     return int(found.group(1).replace(",", ""))
 
 
-def run_workload(workload: str, alerts: int, *, setup_only: bool = False) -> tuple[int, int]:
-    """Run `workload` over `alerts` synthetic alerts in this process: (alerts, outputs)."""
+def run_workload(
+    workload: str, alerts: int, *, setup_only: bool = False, ready: Callable[[], None] = lambda: None
+) -> tuple[int, int]:
+    """Run `workload` over `alerts` synthetic alerts in this process: (alerts, outputs).
+    `ready` is called between the setup and the measured part (the child: the worker's
+    collector settings, `streams.worker.tune_gc`, which a test process must not get)."""
     if workload not in WORKLOADS:
         raise ValueError(f"unknown workload {workload!r} (one of {', '.join(WORKLOADS)})")
     if workload == "decode":
-        return _decode(alerts, setup_only)
-    return _engine(alerts, setup_only, encode=workload == "outputs")
+        return _decode(alerts, setup_only, ready)
+    return _engine(alerts, setup_only, ready, encode=workload == "outputs")
 
 
-def _engine(count: int, setup_only: bool, *, encode: bool) -> tuple[int, int]:
+def _engine(count: int, setup_only: bool, ready: Callable[[], None], *, encode: bool) -> tuple[int, int]:
     from bench.data import load_base, synthetic_rows, write_csv
     from schemas.adapters.base import ParseContext, Rejected
     from schemas.adapters.registry import adapter_for_file, read_records
     from schemas.models import Alert
     from streams.records import output_json
     from streams.replay import Context, build_engine
-    from streams.worker import tune_gc
 
     with tempfile.TemporaryDirectory(prefix="socnoc-instructions-") as tmp:
         path = Path(tmp) / "synthetic.csv"
@@ -75,7 +78,7 @@ def _engine(count: int, setup_only: bool, *, encode: bool) -> tuple[int, int]:
                     raise ValueError(f"synthetic record {record.record_id} is not an alert: {parsed.error}")
                 alerts.append(parsed)
     engine = build_engine(Context())
-    tune_gc()
+    ready()
     if setup_only:
         return len(alerts), 0
     outputs = 0
@@ -93,7 +96,7 @@ def _engine(count: int, setup_only: bool, *, encode: bool) -> tuple[int, int]:
     return len(alerts), outputs
 
 
-def _decode(count: int, setup_only: bool) -> tuple[int, int]:
+def _decode(count: int, setup_only: bool, ready: Callable[[], None]) -> tuple[int, int]:
     from aiokafka.structs import ConsumerRecord
 
     from bench.data import KAFKA_MAP, kafka_records, load_base
@@ -102,7 +105,6 @@ def _decode(count: int, setup_only: bool) -> tuple[int, int]:
     from streams.decoder import Decoder
     from streams.records import encode_item
     from streams.settings import InputSpec
-    from streams.worker import tune_gc
 
     topic = "bench.soc.alerts"
     records = kafka_records(load_base(), 0, count, run="instructions")
@@ -116,7 +118,7 @@ def _decode(count: int, setup_only: bool) -> tuple[int, int]:
         identity=Identity(),
         single_partition=True,
     )
-    tune_gc()
+    ready()
     if setup_only:
         return len(fetched), 0
     counts: dict[tuple[str, ...], int] = {}
@@ -158,8 +160,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--alerts must be at least 1")
     if args.child:
         from schemas.native import compiled_packages
+        from streams.worker import tune_gc
 
-        alerts, outputs = run_workload(args.child, args.alerts, setup_only=args.setup_only)
+        alerts, outputs = run_workload(args.child, args.alerts, setup_only=args.setup_only, ready=tune_gc)
         compiled = ",".join(compiled_packages()) or "none (pure Python)"
         sys.stdout.write(f"child: {alerts} alerts, {outputs} outputs, compiled {compiled}\n")
         return 0

@@ -24,7 +24,7 @@ def trusted(cls: type[_M], values: dict[str, Any]) -> _M:
     model = _new(cls)
     _set(model, "__dict__", values)
     # every field is set, so records of a class share one set of their names (as alerts do,
-    # see schemas.adapters.fields.make_alert): frozen records never write it
+    # see schemas.adapters.fields.alert_from): frozen records never write it
     names = _FIELD_SETS.get(cls)
     if names is None or len(names) != len(values):
         names = set(values)

@@ -15,7 +15,7 @@ from typing import Final
 
 from schemas.adapters.base import ParseContext, Parsed, decode_text
 from schemas.adapters.csvline import CsvLayout, join_cells
-from schemas.adapters.fields import make_alert, parse_epoch_text
+from schemas.adapters.fields import alert_from, parse_epoch_text
 from schemas.errors import BadTimestamp, MissingField
 from schemas.models import Domain
 
@@ -108,15 +108,17 @@ class AitAdsAdapter:
         if not stamp:
             raise BadTimestamp("time is empty")
         return [
-            make_alert(
-                id=ctx.record_id,
-                source=source,
-                domain=domain,
-                time=self._time_of(stamp),
-                asset=host,
-                ip=cells[self._ip] or None,
-                signature=short,
-                title=name,
-                raw=record,
+            alert_from(
+                {
+                    "id": ctx.record_id,
+                    "source": source,
+                    "domain": domain,
+                    "time": self._time_of(stamp),
+                    "asset": host,
+                    "ip": cells[self._ip] or None,
+                    "signature": short,
+                    "title": name,
+                    "raw": record,
+                }
             )
         ]

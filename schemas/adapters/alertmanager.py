@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 
 from schemas.adapters.base import ParseContext, Parsed, Rejected
 from schemas.adapters.fields import (
+    alert_from,
     load_object,
-    make_alert,
     opt_str,
     parse_time,
     req_str,
@@ -120,19 +120,21 @@ class AlertmanagerAdapter:
         title = opt_str(annotations.get("summary"), "annotations.summary") or opt_str(
             annotations.get("description"), "annotations.description"
         )
-        return make_alert(
-            id=alert_id,
-            source="alertmanager",
-            domain=Domain.SECURITY if domain == "security" else Domain.OPS,
-            time=parse_time(entry.get("startsAt"), ctx, "startsAt"),
-            ended_at=ended_at,
-            asset=asset,
-            hostname=hostname,
-            ip=ip,
-            signature=signature,
-            title=title or signature,
-            severity=from_label(opt_str(labels.get("severity"), "labels.severity")),
-            status=status,
-            fingerprint=opt_str(entry.get("fingerprint"), "fingerprint"),
-            raw=text,
+        return alert_from(
+            {
+                "id": alert_id,
+                "source": "alertmanager",
+                "domain": Domain.SECURITY if domain == "security" else Domain.OPS,
+                "time": parse_time(entry.get("startsAt"), ctx, "startsAt"),
+                "ended_at": ended_at,
+                "asset": asset,
+                "hostname": hostname,
+                "ip": ip,
+                "signature": signature,
+                "title": title or signature,
+                "severity": from_label(opt_str(labels.get("severity"), "labels.severity")),
+                "status": status,
+                "fingerprint": opt_str(entry.get("fingerprint"), "fingerprint"),
+                "raw": text,
+            }
         )

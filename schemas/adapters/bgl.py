@@ -15,7 +15,7 @@ from datetime import timedelta
 from functools import lru_cache
 
 from schemas.adapters.base import ParseContext, Parsed, check_time, decode_text, epoch_to_datetime
-from schemas.adapters.fields import make_alert
+from schemas.adapters.fields import alert_from
 from schemas.errors import BadTimestamp, DecodeError, MissingField
 from schemas.models import Domain
 from schemas.severity import from_bgl
@@ -60,15 +60,17 @@ class BglAdapter:
         if not component:
             raise MissingField("component is empty")
         return [
-            make_alert(
-                id=ctx.record_id,
-                source="bgl",
-                domain=Domain.OPS,
-                time=time,
-                asset=node,
-                signature=f"{component}:{template(message)}",
-                title=message,
-                severity=from_bgl(level),
-                raw=body,
+            alert_from(
+                {
+                    "id": ctx.record_id,
+                    "source": "bgl",
+                    "domain": Domain.OPS,
+                    "time": time,
+                    "asset": node,
+                    "signature": f"{component}:{template(message)}",
+                    "title": message,
+                    "severity": from_bgl(level),
+                    "raw": body,
+                }
             )
         ]

@@ -14,10 +14,10 @@ from typing import Any
 
 from schemas.adapters.base import ParseContext, Parsed
 from schemas.adapters.fields import (
+    alert_from,
     id_str,
     load_object,
     lookup,
-    make_alert,
     opt_str,
     parse_time,
     req_str,
@@ -142,21 +142,23 @@ class EcsAdapter:
         if status is Status.RESOLVED and lookup(doc, "kibana.alert.end") is not None:
             ended_at = parse_time(lookup(doc, "kibana.alert.end"), ctx, "kibana.alert.end")
         tactics, techniques = _attack(doc)
-        return make_alert(
-            id=alert_id,
-            source="elastic",
-            domain=Domain.SECURITY,
-            time=parse_time(stamp, ctx, "@timestamp"),
-            ended_at=ended_at,
-            asset=asset,
-            hostname=_first(lookup(doc, "host.hostname"), "host.hostname"),
-            ip=host_ip,
-            src_ip=_first(lookup(doc, "source.ip"), "source.ip"),
-            signature=signature,
-            title=title or "",
-            severity=_severity(doc),
-            status=status,
-            tactics=tactics,
-            techniques=techniques,
-            raw=text,
+        return alert_from(
+            {
+                "id": alert_id,
+                "source": "elastic",
+                "domain": Domain.SECURITY,
+                "time": parse_time(stamp, ctx, "@timestamp"),
+                "ended_at": ended_at,
+                "asset": asset,
+                "hostname": _first(lookup(doc, "host.hostname"), "host.hostname"),
+                "ip": host_ip,
+                "src_ip": _first(lookup(doc, "source.ip"), "source.ip"),
+                "signature": signature,
+                "title": title or "",
+                "severity": _severity(doc),
+                "status": status,
+                "tactics": tactics,
+                "techniques": techniques,
+                "raw": text,
+            }
         )

@@ -29,7 +29,7 @@ __all__ = [
     "parse_time_text",
     "parse_epoch_text",
     "str_list",
-    "make_alert",
+    "alert_from",
 ]
 
 _MISSING: Any = object()
@@ -182,8 +182,11 @@ _FIELDS_SETS: Final[dict[tuple[str, ...], set[str]]] = {}
 _set_attr: Final = object.__setattr__
 
 
-def make_alert(**fields: Any) -> Alert:
-    """Build and validate an Alert; a model violation is a BadValue, never a ValidationError."""
+def alert_from(fields: dict[str, Any]) -> Alert:
+    """Build and validate an Alert from its fields (a dict the caller gives up); a model
+    violation is a BadValue, never a ValidationError. A dict, not keyword arguments: packed
+    into a compiled function's `**fields` and out again they cost ~7,600 instructions an alert
+    (the decode stage's 78,500 -> 70,900, `python -m bench.instructions`)."""
     try:
         alert: Alert = _validate_alert(fields)
     except ValidationError as exc:

@@ -11,7 +11,7 @@ from typing import Any
 
 from schemas.adapters.base import ParseContext, Parsed, decode_text
 from schemas.adapters.csvline import CsvLayout
-from schemas.adapters.fields import load_object, lookup, make_alert
+from schemas.adapters.fields import alert_from, load_object, lookup
 from schemas.adapters.mapspec import MapSpec, converter, finish
 from schemas.errors import MapSpecError
 from schemas.models import Alert
@@ -45,7 +45,9 @@ class CsvMapAdapter:
             value = convert(cells[index], field, ctx)
             if value is not None:
                 values[field] = value
-        return [make_alert(raw=text, **finish(values, ctx))]
+        fields = finish(values, ctx)
+        fields["raw"] = text
+        return [alert_from(fields)]
 
 
 class JsonlMapAdapter:
@@ -71,4 +73,6 @@ class JsonlMapAdapter:
             value = convert(lookup(obj, path) if dotted else obj.get(path), field, ctx)
             if value is not None:
                 values[field] = value
-        return make_alert(raw=text, **finish(values, ctx))
+        fields = finish(values, ctx)
+        fields["raw"] = text
+        return alert_from(fields)

@@ -13,9 +13,9 @@ from typing import Any
 
 from schemas.adapters.base import ParseContext, Parsed
 from schemas.adapters.fields import (
+    alert_from,
     id_str,
     load_object,
-    make_alert,
     opt_str,
     parse_time,
     req_int,
@@ -57,17 +57,19 @@ class SuricataAdapter:
         asset = host or dest_ip
         if asset is None:
             asset = req_str(None, "host or dest_ip")
-        return make_alert(
-            id=ctx.record_id,
-            source="suricata",
-            domain=Domain.SECURITY,
-            time=parse_time(obj.get("timestamp"), ctx, "timestamp"),
-            asset=asset,
-            hostname=host,
-            ip=dest_ip,
-            src_ip=opt_str(obj.get("src_ip"), "src_ip"),
-            signature=id_str(alert.get("signature_id"), "alert.signature_id"),
-            title=opt_str(alert.get("signature"), "alert.signature") or "",
-            severity=from_suricata(req_int(alert.get("severity"), "alert.severity")),
-            raw=text,
+        return alert_from(
+            {
+                "id": ctx.record_id,
+                "source": "suricata",
+                "domain": Domain.SECURITY,
+                "time": parse_time(obj.get("timestamp"), ctx, "timestamp"),
+                "asset": asset,
+                "hostname": host,
+                "ip": dest_ip,
+                "src_ip": opt_str(obj.get("src_ip"), "src_ip"),
+                "signature": id_str(alert.get("signature_id"), "alert.signature_id"),
+                "title": opt_str(alert.get("signature"), "alert.signature") or "",
+                "severity": from_suricata(req_int(alert.get("severity"), "alert.severity")),
+                "raw": text,
+            }
         )

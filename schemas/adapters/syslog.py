@@ -14,7 +14,7 @@ import re
 from datetime import datetime
 
 from schemas.adapters.base import ParseContext, Parsed, check_time, decode_text
-from schemas.adapters.fields import make_alert, parse_time_text
+from schemas.adapters.fields import alert_from, parse_time_text
 from schemas.errors import BadTimestamp, BadValue, DecodeError, MissingField
 from schemas.models import Alert, Domain
 from schemas.severity import from_syslog
@@ -170,14 +170,16 @@ class SyslogAdapter:
         text: str,
         ctx: ParseContext,
     ) -> Alert:
-        return make_alert(
-            id=ctx.record_id,
-            source="syslog",
-            domain=Domain.OPS,
-            time=time,
-            asset=host,
-            signature=signature,
-            title=message,
-            severity=from_syslog(pri % 8),
-            raw=text,
+        return alert_from(
+            {
+                "id": ctx.record_id,
+                "source": "syslog",
+                "domain": Domain.OPS,
+                "time": time,
+                "asset": host,
+                "signature": signature,
+                "title": message,
+                "severity": from_syslog(pri % 8),
+                "raw": text,
+            }
         )

@@ -12,9 +12,9 @@ from typing import Any
 
 from schemas.adapters.base import ParseContext, Parsed
 from schemas.adapters.fields import (
+    alert_from,
     id_str,
     load_object,
-    make_alert,
     opt_str,
     parse_time,
     req_int,
@@ -57,18 +57,20 @@ class WazuhAdapter:
         src_ip = opt_str(data.get("srcip"), "data.srcip") or opt_str(
             data.get("src_ip"), "data.src_ip"
         )
-        return make_alert(
-            id=id_str(obj.get("id"), "id"),
-            source="wazuh",
-            domain=Domain.SECURITY,
-            time=parse_time(stamp, ctx, "timestamp"),
-            asset=req_str(agent.get("name"), "agent.name"),
-            ip=opt_str(agent.get("ip"), "agent.ip"),
-            src_ip=src_ip,
-            signature=id_str(rule.get("id"), "rule.id"),
-            title=opt_str(rule.get("description"), "rule.description") or "",
-            severity=from_wazuh_level(req_int(rule.get("level"), "rule.level")),
-            tactics=str_list(mitre.get("tactic"), "rule.mitre.tactic"),
-            techniques=str_list(mitre.get("id"), "rule.mitre.id"),
-            raw=text,
+        return alert_from(
+            {
+                "id": id_str(obj.get("id"), "id"),
+                "source": "wazuh",
+                "domain": Domain.SECURITY,
+                "time": parse_time(stamp, ctx, "timestamp"),
+                "asset": req_str(agent.get("name"), "agent.name"),
+                "ip": opt_str(agent.get("ip"), "agent.ip"),
+                "src_ip": src_ip,
+                "signature": id_str(rule.get("id"), "rule.id"),
+                "title": opt_str(rule.get("description"), "rule.description") or "",
+                "severity": from_wazuh_level(req_int(rule.get("level"), "rule.level")),
+                "tactics": str_list(mitre.get("tactic"), "rule.mitre.tactic"),
+                "techniques": str_list(mitre.get("id"), "rule.mitre.id"),
+                "raw": text,
+            }
         )

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from schemas.adapters.base import ParseContext, Parsed, check_time, epoch_to_datetime
-from schemas.adapters.fields import id_str, load_object, make_alert, opt_int, req_int, req_str
+from schemas.adapters.fields import alert_from, id_str, load_object, opt_int, req_int, req_str
 from schemas.errors import BadTimestamp, BadValue, MissingField
 from schemas.models import Alert, Domain, Severity, Status
 from schemas.severity import from_zabbix
@@ -92,17 +92,19 @@ class ZabbixAdapter:
         level = opt_int(obj.get("severity"), "severity")
         severity = Severity.MEDIUM if level is None else from_zabbix(level)
         asset, hostname = _host(obj.get("hosts"))
-        alert = make_alert(
-            id=event_id,
-            source="zabbix",
-            domain=Domain.OPS,
-            time=time,
-            asset=asset,
-            hostname=hostname,
-            signature=name,
-            title=name,
-            severity=severity,
-            raw=text,
+        alert = alert_from(
+            {
+                "id": event_id,
+                "source": "zabbix",
+                "domain": Domain.OPS,
+                "time": time,
+                "asset": asset,
+                "hostname": hostname,
+                "signature": name,
+                "title": name,
+                "severity": severity,
+                "raw": text,
+            }
         )
         self._remember(event_id, _Problem(asset, hostname, name, severity))
         return alert
@@ -112,20 +114,22 @@ class ZabbixAdapter:
         problem = self._problems.get(ref)
         if problem is None:
             problem = _Problem(f"zabbix:{ref}", None, "recovery", Severity.INFO)
-        return make_alert(
-            id=event_id,
-            source="zabbix",
-            domain=Domain.OPS,
-            time=time,
-            ended_at=time,
-            asset=problem.asset,
-            hostname=problem.hostname,
-            signature=problem.name,
-            title=problem.name,
-            severity=problem.severity,
-            status=Status.RESOLVED,
-            ref=ref,
-            raw=text,
+        return alert_from(
+            {
+                "id": event_id,
+                "source": "zabbix",
+                "domain": Domain.OPS,
+                "time": time,
+                "ended_at": time,
+                "asset": problem.asset,
+                "hostname": problem.hostname,
+                "signature": problem.name,
+                "title": problem.name,
+                "severity": problem.severity,
+                "status": Status.RESOLVED,
+                "ref": ref,
+                "raw": text,
+            }
         )
 
     def _remember(self, event_id: str, problem: _Problem) -> None:

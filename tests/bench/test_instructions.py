@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import shutil
 from pathlib import Path
 
@@ -19,7 +20,11 @@ _REPORT = """==20509== Cachegrind, a high-precision tracing profiler
 @pytest.mark.parametrize("workload", ["engine", "outputs"])
 def test_the_engine_workloads_decide_every_alert(workload: str) -> None:
     # the stream's first alerts: every one decided by the end, or waiting in an open window
-    alerts, outputs = run_workload(workload, 400)
+    before = gc.get_threshold()
+    called: list[int] = []
+    alerts, outputs = run_workload(workload, 400, ready=lambda: called.append(1))
+    assert called == [1]  # between the setup and the measured part, once
+    assert gc.get_threshold() == before  # the worker's collector settings are the child's only
     assert alerts == 400
     assert 0 < outputs <= alerts + 50  # decisions, and a few incident events at most
     assert run_workload(workload, 400, setup_only=True) == (400, 0)
