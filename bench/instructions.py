@@ -10,11 +10,17 @@ before the measured part, and the difference over the alert count is printed:
   replay's order, with the worker's garbage-collector settings;
 - `outputs`: the same, and the JSON of every output (`streams.records.output_json`);
 - `decode`: the decode stage's transform of the benchmark's Kafka records
-  (`Decoder.decode_fetched`, then `encode_item` of each internal record), without Kafka.
+  (`Decoder.decode_fetched`, then `encode_item` of each internal record), without Kafka;
+- `stages`: the worker's two stages as the benchmark's worker runs them (eight internal
+  partitions, the hand-off from memory), without Kafka: `DecodeStage._process` of each fetch of
+  the benchmark's records, into record batches (aiokafka's builder), then
+  `CorrelateStage._process_local` of what it hands over: engines, decisions and incident events
+  into batches, the metrics. A producer stand-in acknowledges each batch at once; checkpoints
+  and watermark ticks (timed by the wall clock) are left out.
 
 `--tree DIR` (repeatable) measures another checkout beside this one (each with its own
 `make native`; a stale build runs as pure Python, which the output says): the way to compare
-two commits. The Kafka client, the event loop and the broker are not in any workload. Needs
+two commits. The Kafka client's network side and the broker are not in any workload. Needs
 valgrind (Debian's `valgrind` package).
 """
 
@@ -29,11 +35,12 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = ["WORKLOADS", "main", "run_workload", "parse_instructions"]
 
 ROOT = Path(__file__).resolve().parents[1]
-WORKLOADS = ("engine", "outputs", "decode")
+WORKLOADS = ("engine", "outputs", "decode", "stages")
 _REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
 
 
@@ -55,6 +62,8 @@ def run_workload(
         raise ValueError(f"unknown workload {workload!r} (one of {', '.join(WORKLOADS)})")
     if workload == "decode":
         return _decode(alerts, setup_only, ready)
+    if workload == "stages":
+        return _stages(alerts, setup_only, ready)
     return _engine(alerts, setup_only, ready, encode=workload == "outputs")
 
 
@@ -131,6 +140,117 @@ def _decode(count: int, setup_only: bool, ready: Callable[[], None]) -> tuple[in
     return len(fetched), items
 
 
+def _stages(count: int, setup_only: bool, ready: Callable[[], None]) -> tuple[int, int]:
+    import asyncio
+
+    return asyncio.run(_stages_async(count, setup_only, ready))
+
+
+class _Producer:
+    """What the stages ask of `AIOKafkaProducer`, acknowledging each batch at once with the
+    offsets a partition's log would give (aiokafka's own record-batch builder)."""
+
+    def __init__(self, partitions: int) -> None:
+        self.partitions = partitions
+        self.ends: dict[tuple[str, int], int] = {}
+        self.records = 0
+
+    def create_batch(self) -> object:
+        from aiokafka.producer.message_accumulator import BatchBuilder
+
+        return BatchBuilder(1024 * 1024, 0)  # make_producer's max_batch_size, no compression
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return set(range(self.partitions))
+
+    async def send_batch(self, batch: object, topic: str, *, partition: int) -> object:
+        from aiokafka.structs import RecordMetadata, TopicPartition
+
+        count = batch.record_count()  # type: ignore[attr-defined]
+        batch._build()  # type: ignore[attr-defined]  # (the bytes, as the accumulator makes them)
+        return self._acked(topic, partition, count, RecordMetadata, TopicPartition)
+
+    async def send(self, topic: str, value: bytes, *, key: bytes | None, partition: int, headers: object) -> object:
+        from aiokafka.structs import RecordMetadata, TopicPartition
+
+        return self._acked(topic, partition, 1, RecordMetadata, TopicPartition)
+
+    def _acked(self, topic: str, partition: int, count: int, metadata: Any, tp: Any) -> object:
+        import asyncio
+
+        base = self.ends.get((topic, partition), 0)
+        self.ends[(topic, partition)] = base + count
+        self.records += count
+        ack = asyncio.get_running_loop().create_future()
+        ack.set_result(metadata(topic, partition, tp(topic, partition), base, -1, None, None))
+        return ack
+
+
+class _Consumer:
+    """What `_process` and `_process_local` ask of `AIOKafkaConsumer`."""
+
+    def highwater(self, tp: object) -> None:
+        return None
+
+    def pause(self, *tps: object) -> None:
+        pass
+
+    def resume(self, *tps: object) -> None:
+        pass
+
+    async def commit(self, offsets: object) -> None:
+        pass
+
+
+async def _stages_async(count: int, setup_only: bool, ready: Callable[[], None]) -> tuple[int, int]:
+    import time
+
+    from aiokafka.structs import ConsumerRecord, TopicPartition
+    from prometheus_client import CollectorRegistry
+
+    from bench.data import KAFKA_MAP, kafka_records, load_base
+    from streams.decode_stage import SourceClock
+    from streams.partition import Processor
+    from streams.partition_state import PartitionState
+    from streams.settings import InputSpec, Settings
+    from streams.worker import Worker
+
+    topic, partitions = "bench.soc.alerts", 8
+    settings = Settings(  # the benchmark worker's (bench.pipeline), without a broker
+        inputs={topic: InputSpec(format="jsonl", map=KAFKA_MAP)},
+        partitions=partitions,
+        idle_timeout=86400,
+    )
+    worker = Worker(settings, registry=CollectorRegistry())
+    decode, correlate = worker.stages
+    assert decode.handoff is not None  # type: ignore[attr-defined]
+    producer, consumer = _Producer(partitions), _Consumer()
+    for stage in (decode, correlate):
+        stage._producer, stage._consumer = producer, consumer  # type: ignore[attr-defined]
+    decode._partitions = list(range(partitions))  # type: ignore[attr-defined]
+    now = time.monotonic()
+    decode.sources = {f"{topic}:0": SourceClock(last_record=now, last_tick=now, quiet_sent=False)}  # type: ignore[attr-defined]
+    correlate.owned = {  # type: ignore[attr-defined]
+        p: PartitionState(p, Processor(correlate._new()), 0) for p in range(partitions)  # type: ignore[attr-defined]
+    }
+    records = kafka_records(load_base(), 0, count, run="instructions")
+    fetched = [
+        ConsumerRecord(topic, 0, i, 1_700_000_000_000 + i, 0, key, value, None, len(key), len(value), ())
+        for i, (key, value) in enumerate(zip(records.keys, records.values, strict=True))
+    ]
+    tp = TopicPartition(topic, 0)
+    size = settings.batch_max_records
+    ready()
+    if setup_only:
+        return len(fetched), 0
+    for start in range(0, len(fetched), size):  # a fetch at a time, as the stages' rounds go
+        await decode._process(consumer, producer, {tp: fetched[start : start + size]})  # type: ignore[attr-defined]
+        while correlate._local:  # type: ignore[attr-defined]
+            await correlate._process_local()  # type: ignore[attr-defined]
+    decided = sum(worker.metrics.decisions.counts.values())
+    return len(fetched), decided
+
+
 def _count(tree: Path, workload: str, alerts: int, setup_only: bool) -> tuple[int, str]:
     """Instructions of one child run under cachegrind, and what the child said."""
     cmd = [
@@ -150,7 +270,9 @@ def _count(tree: Path, workload: str, alerts: int, setup_only: bool) -> tuple[in
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__.splitlines()[0])
-    parser.add_argument("--alerts", type=int, default=150_000, help="synthetic alerts (the decode workload: 1/5)")
+    parser.add_argument(
+        "--alerts", type=int, default=150_000, help="synthetic alerts (the decode and stages workloads: 1/5)"
+    )
     parser.add_argument("--workload", action="append", choices=WORKLOADS, help="default: all")
     parser.add_argument("--tree", action="append", type=Path, default=[], help="another checkout to measure")
     parser.add_argument("--child", choices=WORKLOADS, help=argparse.SUPPRESS)
@@ -175,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stderr.write(f"bench.instructions: {tree} is not a socnoc checkout\n")
             return 2
     for workload in args.workload or WORKLOADS:
-        alerts = max(1, args.alerts // 5) if workload == "decode" else args.alerts
+        alerts = max(1, args.alerts // 5) if workload in ("decode", "stages") else args.alerts
         for tree in trees:
             before, _ = _count(tree, workload, alerts, True)
             after, said = _count(tree, workload, alerts, False)

@@ -268,11 +268,9 @@ class DecodeStage(Stage):
                 self.metrics.observe_input(tp.topic, len(records))
             routed, latest = self.decoder.decode_fetched(records, self.metrics.alerts.counts)
             for entry in routed:
-                if entry.partition is None or entry.broadcast:
-                    await self._send(sender, entry)
-                else:  # the common case, without a coroutine a record
-                    self._put(sender, entry, entry.partition)
-                if sender.queued:
+                if entry.broadcast:
+                    await self._broadcast(sender, entry.item)
+                elif self._put(sender, entry):  # (no coroutine a record: a batch filled up)
                     await sender.drain()
             if records:
                 commits[tp] = OffsetAndMetadata(records[-1].offset + 1, "")
@@ -284,27 +282,19 @@ class DecodeStage(Stage):
         await self.settle()
         self.state.last_batch_at = time.monotonic()
 
-    async def _send(self, sender: BatchSender, entry: Routed) -> None:
-        if entry.broadcast:
-            await self._broadcast(sender, entry.item)
-            return
+    def _put(self, sender: BatchSender, entry: Routed) -> bool:
+        """An item's record into its partition's batch; True when a batch filled up (to drain)."""
         partition = entry.partition
         if partition is None:
             if entry.key is None:
                 raise ValueError("a routed item needs a key, a partition or to be broadcast")
-            partition = key_partition(entry.key, await sender.partitions(self._internal))
-        self._put(sender, entry, partition)
-
-    def _put(self, sender: BatchSender, entry: Routed, partition: int) -> None:
-        encoded = encode_item(entry.item, key=entry.key)
-        sender.put(
-            self._internal,
-            encoded.value,
-            partition,
-            key=encoded.key,
-            headers=encoded.headers,
-            tag=(entry.item, encoded.value),
-        )
+            # (the internal topic's partitions as the session found them: they never change
+            # under a running worker, or keyed routing would move assets between engines)
+            partition = key_partition(entry.key, len(self._partitions))
+        item = entry.item
+        encoded = encode_item(item, key=entry.key)
+        value = encoded.value
+        return sender.put(self._internal, value, partition, key=encoded.key, headers=encoded.headers, tag=(item, value))
 
     async def _broadcast(self, sender: BatchSender, item: Item) -> None:
         encoded = encode_item(item)

@@ -396,8 +396,9 @@ class BatchSender:
         key: bytes | None = None,
         headers: list[tuple[str, bytes]] | None = None,
         tag: Any = None,
-    ) -> None:
-        """Append a record to its partition's open batch, without awaiting."""
+    ) -> bool:
+        """Append a record to its partition's open batch, without awaiting; True when full
+        batches wait for `drain()` (as `queued`, without a property lookup a record)."""
         slot = (topic, partition)
         batch = self._batches.get(slot)
         if batch is None:
@@ -409,7 +410,7 @@ class BatchSender:
                     self._tags[slot] = [tag]
                 else:
                     tags.append(tag)
-            return
+            return bool(self._queued)
         # full: queue it and start another; a record bigger than a batch goes alone
         del self._batches[slot]
         if batch.record_count():
@@ -419,8 +420,9 @@ class BatchSender:
             self._batches[slot] = batch
             if self._tagged:
                 self._tags[slot] = [tag]
-            return
+            return True
         self._queued.append((slot, None, [tag], _Alone(value, key, headers)))
+        return True
 
     async def drain(self) -> None:
         """Hand the queued (full) batches to the producer, in order."""

@@ -45,6 +45,8 @@ class Outputs:
         self.caps = caps
         # of the decisions topic: read at each session's start (`CorrelateStage.session`)
         self.decision_partitions = 1
+        self._publish = settings.publish_decisions  # (settings are frozen: read once)
+        self._decisions = settings.decisions_topic
 
     def decision(
         self,
@@ -58,12 +60,14 @@ class Outputs:
         """A decision to `decisions` (per alert: no coroutine); `arrived` has the input
         records' timestamps (ms) of the alerts just decided, for the latency metric."""
         oid = identity(output)
-        if oid in st.suppress:
-            st.suppress.discard(oid)
+        suppress = st.suppress
+        if suppress and oid in suppress:
+            suppress.discard(oid)
             return
-        at = arrived.get(output.alert_id)
+        alert_id = output.alert_id
+        at = arrived.get(alert_id)
         self.metrics.observe_decision(output, (now_ms - at) / 1000 if at else None)
-        if not self.settings.publish_decisions:
+        if not self._publish:
             return
         headers = [(SRC_HEADER, f"{st.partition}:{offset}".encode()), (OID_HEADER, oid.encode())]
         # Keyed by alert id, but in the partition of the engine that decided: a subscriber
@@ -71,10 +75,10 @@ class Outputs:
         # engine writes one record batch instead of one per partition (on Tansu every batch
         # a partition holds slows each later read of it).
         sender.put(
-            self.settings.decisions_topic,
+            self._decisions,
             output_json(output),
             st.partition % self.decision_partitions,
-            key=output.alert_id.encode(),
+            key=alert_id.encode(),
             headers=headers,
         )
 

@@ -35,6 +35,17 @@ def test_the_decode_workload_routes_each_record_once() -> None:
     assert run_workload("decode", 300, setup_only=True) == (300, 0)
 
 
+def test_the_stages_workload_decides_every_alert_through_both_stages() -> None:
+    # the decode stage's batches, handed over from memory, through eight engines: one
+    # decision an alert but the few still waiting in an open window at the end
+    before = gc.get_threshold()
+    alerts, decided = run_workload("stages", 600)
+    assert gc.get_threshold() == before
+    assert alerts == 600
+    assert 540 <= decided <= 600
+    assert run_workload("stages", 600, setup_only=True) == (600, 0)
+
+
 def test_garbage_is_refused_with_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(ValueError, match="unknown workload 'nope'"):
         run_workload("nope", 10)

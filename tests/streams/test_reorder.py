@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import heapq
 import math
+import random
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -15,7 +17,7 @@ from schemas.errors import SnapshotError
 from schemas.models import Decision, IncidentEvent, Severity
 from streams.partition import Processor, Snapshotter
 from streams.records import AlertItem, FlushItem, Item, TickItem, decode_item, encode_item
-from streams.reorder import Reorder
+from streams.reorder import Reorder, SourceProgress
 from tests.streams.test_partition import T0, alert
 
 
@@ -337,3 +339,51 @@ def test_a_checkpoint_keeps_a_source_announced_but_not_yet_delivering() -> None:
     assert len(restored.reorder) == 1
     out = restored.feed(TickItem("in:0", 0.0, quiet=True))
     assert [o.alert_id for o in out if isinstance(o, Decision)] == [] and len(restored.reorder) == 0
+
+
+def _held_push(reorder: Reorder, item: AlertItem) -> list[AlertItem]:
+    """`Reorder.push` as it was before alerts due at once skipped the heaps: every alert held
+    first, then released by `release` (the reference for the shortcut)."""
+    ts = item.alert.time.timestamp()
+    if item.source is not None:
+        known = reorder.sources.get(item.source)
+        mark = ts if known is None else max(known.watermark, ts)
+        reorder.sources[item.source] = SourceProgress(mark, True)
+    arrived = item.arrived_ms
+    if arrived is not None and (reorder.newest_arrival is None or arrived > reorder.newest_arrival):
+        reorder.newest_arrival = arrived
+    heapq.heappush(reorder._heap, (ts, reorder._seq, item))
+    if arrived is not None:
+        heapq.heappush(reorder._arrivals, (arrived, reorder._seq, ts))
+        reorder._timed.add(reorder._seq)
+    reorder._seq += 1
+    return list(reorder.release())
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_alerts_due_at_once_go_as_if_they_had_been_held(seed: int) -> None:
+    # One to three sources, out of order, with ticks, quiet spells and a hold bound: the
+    # shortcut releases what holding would have, step by step, and keeps the same state.
+    rng = random.Random(seed)
+    sources = [f"in:{i}" for i in range(1 + seed % 3)]
+    fast, held = Reorder(max_hold_ms=50, max_pending=40), Reorder(max_hold_ms=50, max_pending=40)
+    for reorder in (fast, held):
+        for source in sources:
+            reorder.start(source)
+    clock, at_once, waited = 0.0, 0, 0
+    for i in range(600):
+        if rng.random() < 0.1:
+            source = rng.choice(sources)
+            mark, quiet = clock - rng.random() * 5, rng.random() < 0.5
+            assert list(fast.progress(source, mark, quiet=quiet)) == list(held.progress(source, mark, quiet=quiet))
+            continue
+        clock += rng.random()
+        item = AlertItem(alert(clock - rng.random() * 3, f"h{i % 4}"), i * 2, source=rng.choice(sources))
+        empty = len(held) == 0
+        released = _held_push(held, item)
+        assert list(fast.push(item)) == released, i
+        assert fast.dump() == held.dump(), i
+        at_once += empty and released == [item]
+        waited += not released
+    assert list(fast.drain()) == list(held.drain())
+    assert (at_once if len(sources) == 1 else waited) > 0  # the shortcut, or holding, taken
