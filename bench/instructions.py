@@ -260,7 +260,9 @@ def _count(tree: Path, workload: str, alerts: int, setup_only: bool) -> tuple[in
     ]
     if setup_only:
         cmd.append("--setup-only")
-    env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": str(tree)}
+    # (the worker's settings are the workload's own: none from this environment)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOCNOC_")}
+    env.update(PYTHONHASHSEED="0", PYTHONPATH=str(tree))
     done = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{workload} in {tree} failed (exit {done.returncode}):\n{done.stderr[-2000:]}")

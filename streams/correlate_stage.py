@@ -228,13 +228,15 @@ class CorrelateStage(Stage):
         if self._rebalancing:  # (the new assignment seeks to what is not done)
             batch, local = {}, False
         late = self._late()
-        if local:  # first: the fetched copies of these records are then skipped
-            await self._process_local()
-        if batch:
-            await self._process(batch)
-        late = self._late() - late
-        if late > 0:  # (counted a round at a time: two lookups a record were ~1% of the stage)
-            self.metrics.observe_late(late)
+        try:
+            if local:  # first: the fetched copies of these records are then skipped
+                await self._process_local()
+            if batch:
+                await self._process(batch)
+        finally:  # (counted a round at a time: two lookups a record were ~1% of the stage)
+            late = self._late() - late
+            if late > 0:
+                self.metrics.observe_late(late)
         if not batch and not local:
             await self._acked()
         self._seal_filled()

@@ -420,7 +420,7 @@ class BatchSender:
             self._batches[slot] = batch
             if self._tagged:
                 self._tags[slot] = [tag]
-            return True
+            return bool(self._queued)
         self._queued.append((slot, None, [tag], _Alone(value, key, headers)))
         return True
 
