@@ -105,10 +105,21 @@ def _engine(count: int, setup_only: bool, ready: Callable[[], None], *, encode: 
     return len(alerts), outputs
 
 
-def _decode(count: int, setup_only: bool, ready: Callable[[], None]) -> tuple[int, int]:
+def _fetched(topic: str, count: int) -> list[Any]:
+    """The benchmark's Kafka records, as a fetch of partition 0 of `topic` gives them."""
     from aiokafka.structs import ConsumerRecord
 
-    from bench.data import KAFKA_MAP, kafka_records, load_base
+    from bench.data import kafka_records, load_base
+
+    records = kafka_records(load_base(), 0, count, run="instructions")
+    return [
+        ConsumerRecord(topic, 0, i, 1_700_000_000_000 + i, 0, key, value, None, len(key), len(value), ())
+        for i, (key, value) in enumerate(zip(records.keys, records.values, strict=True))
+    ]
+
+
+def _decode(count: int, setup_only: bool, ready: Callable[[], None]) -> tuple[int, int]:
+    from bench.data import KAFKA_MAP
     from correlators.identity import Identity
     from schemas.context import Asset, Change, Feedback
     from streams.decoder import Decoder
@@ -116,11 +127,7 @@ def _decode(count: int, setup_only: bool, ready: Callable[[], None]) -> tuple[in
     from streams.settings import InputSpec
 
     topic = "bench.soc.alerts"
-    records = kafka_records(load_base(), 0, count, run="instructions")
-    fetched = [
-        ConsumerRecord(topic, 0, i, 1_700_000_000_000 + i, 0, key, value, None, len(key), len(value), ())
-        for i, (key, value) in enumerate(zip(records.keys, records.values, strict=True))
-    ]
+    fetched = _fetched(topic, count)
     decoder = Decoder(
         {topic: InputSpec(format="jsonl", map=KAFKA_MAP)},
         context_topics={"assets": Asset, "changes": Change, "feedback": Feedback},
@@ -164,25 +171,23 @@ class _Producer:
         return set(range(self.partitions))
 
     async def send_batch(self, batch: object, topic: str, *, partition: int) -> object:
-        from aiokafka.structs import RecordMetadata, TopicPartition
-
         count = batch.record_count()  # type: ignore[attr-defined]
         batch._build()  # type: ignore[attr-defined]  # (the bytes, as the accumulator makes them)
-        return self._acked(topic, partition, count, RecordMetadata, TopicPartition)
+        return self._acked(topic, partition, count)
 
     async def send(self, topic: str, value: bytes, *, key: bytes | None, partition: int, headers: object) -> object:
-        from aiokafka.structs import RecordMetadata, TopicPartition
+        return self._acked(topic, partition, 1)
 
-        return self._acked(topic, partition, 1, RecordMetadata, TopicPartition)
-
-    def _acked(self, topic: str, partition: int, count: int, metadata: Any, tp: Any) -> object:
+    def _acked(self, topic: str, partition: int, count: int) -> object:
         import asyncio
+
+        from aiokafka.structs import RecordMetadata, TopicPartition
 
         base = self.ends.get((topic, partition), 0)
         self.ends[(topic, partition)] = base + count
         self.records += count
         ack = asyncio.get_running_loop().create_future()
-        ack.set_result(metadata(topic, partition, tp(topic, partition), base, -1, None, None))
+        ack.set_result(RecordMetadata(topic, partition, TopicPartition(topic, partition), base, -1, None, None))
         return ack
 
 
@@ -205,10 +210,10 @@ class _Consumer:
 async def _stages_async(count: int, setup_only: bool, ready: Callable[[], None]) -> tuple[int, int]:
     import time
 
-    from aiokafka.structs import ConsumerRecord, TopicPartition
+    from aiokafka.structs import TopicPartition
     from prometheus_client import CollectorRegistry
 
-    from bench.data import KAFKA_MAP, kafka_records, load_base
+    from bench.data import KAFKA_MAP
     from streams.decode_stage import SourceClock
     from streams.partition import Processor
     from streams.partition_state import PartitionState
@@ -233,11 +238,7 @@ async def _stages_async(count: int, setup_only: bool, ready: Callable[[], None])
     correlate.owned = {  # type: ignore[attr-defined]
         p: PartitionState(p, Processor(correlate._new()), 0) for p in range(partitions)  # type: ignore[attr-defined]
     }
-    records = kafka_records(load_base(), 0, count, run="instructions")
-    fetched = [
-        ConsumerRecord(topic, 0, i, 1_700_000_000_000 + i, 0, key, value, None, len(key), len(value), ())
-        for i, (key, value) in enumerate(zip(records.keys, records.values, strict=True))
-    ]
+    fetched = _fetched(topic, count)
     tp = TopicPartition(topic, 0)
     size = settings.batch_max_records
     ready()

@@ -83,14 +83,8 @@ class Reorder:
 
     def push(self, item: AlertItem) -> Iterable[AlertItem]:
         """Take one alert; the alerts now due, oldest first (possibly this one)."""
-        ts = epoch_seconds(item.alert.time)
-        if item.source is not None:
-            known = self.sources.get(item.source)
-            mark = ts if known is None else max(known.watermark, ts)
-            self.sources[item.source] = SourceProgress(mark, True)
+        ts = self._note(item)
         arrived = item.arrived_ms
-        if arrived is not None and (self.newest_arrival is None or arrived > self.newest_arrival):
-            self.newest_arrival = arrived
         if not self._heap and ts <= self.bound():
             # Nothing held and this one due: it goes at once, as `release` would let it, without
             # the two heaps (the usual case with one input partition, where the heaps, the
@@ -103,6 +97,18 @@ class Reorder:
             self._timed.add(self._seq)
         self._seq += 1
         return self.release()
+
+    def _note(self, item: AlertItem) -> float:
+        """The progress an alert shows, its source's and the newest arrival; its event time."""
+        ts = epoch_seconds(item.alert.time)
+        if item.source is not None:
+            known = self.sources.get(item.source)
+            mark = ts if known is None else max(known.watermark, ts)
+            self.sources[item.source] = SourceProgress(mark, True)
+        arrived = item.arrived_ms
+        if arrived is not None and (self.newest_arrival is None or arrived > self.newest_arrival):
+            self.newest_arrival = arrived
+        return ts
 
     def progress(self, source: str, watermark: float, *, quiet: bool) -> Iterator[AlertItem]:
         """A tick of `source`: how far it got, and whether it went quiet (or idle); yields the

@@ -17,7 +17,7 @@ from schemas.errors import SnapshotError
 from schemas.models import Decision, IncidentEvent, Severity
 from streams.partition import Processor, Snapshotter
 from streams.records import AlertItem, FlushItem, Item, TickItem, decode_item, encode_item
-from streams.reorder import Reorder, SourceProgress
+from streams.reorder import Reorder
 from tests.streams.test_partition import T0, alert
 
 
@@ -344,14 +344,8 @@ def test_a_checkpoint_keeps_a_source_announced_but_not_yet_delivering() -> None:
 def _held_push(reorder: Reorder, item: AlertItem) -> list[AlertItem]:
     """`Reorder.push` as it was before alerts due at once skipped the heaps: every alert held
     first, then released by `release` (the reference for the shortcut)."""
-    ts = item.alert.time.timestamp()
-    if item.source is not None:
-        known = reorder.sources.get(item.source)
-        mark = ts if known is None else max(known.watermark, ts)
-        reorder.sources[item.source] = SourceProgress(mark, True)
+    ts = reorder._note(item)  # (the sources' progress, shared with `push`)
     arrived = item.arrived_ms
-    if arrived is not None and (reorder.newest_arrival is None or arrived > reorder.newest_arrival):
-        reorder.newest_arrival = arrived
     heapq.heappush(reorder._heap, (ts, reorder._seq, item))
     if arrived is not None:
         heapq.heappush(reorder._arrivals, (arrived, reorder._seq, ts))
