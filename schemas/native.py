@@ -1,6 +1,6 @@
 """The compiled build of the core (mypyc), imported in place of the sources when it matches them.
 
-`make` compiles the correlation core, the adapters and the stream's per-record transforms with
+`make` compiles the correlation core, the adapters and the stream's per-record code with
 mypyc into `build/native/` (`scripts/build_native.py`): one extension module per source module,
 and a manifest with the SHA-256 of every source file of `correlators`, `schemas` and `streams`
 (what the compiled code was type-checked against). Each compiled package's `__init__` calls

@@ -37,8 +37,21 @@ COMPILED = {
     "correlators": ("*.py",),
     "schemas.adapters": ("*.py",),
     "schemas": ("epoch.py", "severity.py", "trusted.py"),
-    # the stream's per-record transforms (no Kafka client in them)
-    "streams": ("decoder.py", "partition.py", "records.py", "reorder.py"),
+    # the stream's per-record code: the transforms, the record batches (`BatchSender`), the
+    # outputs with the correlate stage's record path, the metrics. The stages' sessions stay
+    # interpreted: their classes derive from interpreted ones (`Stage`, aiokafka's rebalance
+    # listener), and an async method of such a class compiled failed in mypyc's code
+    # (SystemError in a listener's `on_partitions_revoked`); their per-record loops call in here.
+    "streams": (
+        "decoder.py",
+        "kafka.py",
+        "metrics.py",
+        "outputs.py",
+        "partition.py",
+        "partition_state.py",
+        "records.py",
+        "reorder.py",
+    ),
 }
 
 

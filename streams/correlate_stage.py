@@ -43,10 +43,10 @@ from streams.health import Health
 from streams.kafka import BatchSender, checkpoint_keep_s, make_consumer, make_producer
 from streams.lease import GroupLease, LeaseLost, ProducerFence
 from streams.metrics import Metrics
-from streams.outputs import Outputs, engine_failure
+from streams.outputs import Outputs
 from streams.partition import Processor, Snapshotter
 from streams.partition_state import PartitionState, bounded_ends, encode_all, encode_inline, phase_kept, segment
-from streams.records import BadInternalRecord, Emitted, Item, Local, decode_item
+from streams.records import BadInternalRecord, Emitted, Local, decode_item
 from streams.settings import Settings
 from streams.stage import Stage, drop_task, start_clients, stop_clients
 
@@ -99,7 +99,7 @@ class CorrelateStage(Stage):
         super().__init__(settings, health)
         self.metrics = metrics
         self.caps = CapWatch(metrics)
-        self.outputs = Outputs(settings, metrics, self.caps)
+        self.outputs = Outputs(settings, metrics, self.caps, self.state)
         self._new: Any = new_correlator
         self._snap = snapshotter
         self.lock = asyncio.Lock()
@@ -543,6 +543,7 @@ class CorrelateStage(Stage):
         assert producer is not None
         sender = BatchSender(producer, gate=self._gate)
         now_ms = time.time() * 1000
+        record = self.outputs.record
         for tp, records in batch.items():
             st = self.owned.get(tp.partition)
             if st is None:
@@ -564,7 +565,7 @@ class CorrelateStage(Stage):
                     self.state.errors += 1
                     st.next_offset = rec.offset + 1
                     continue
-                rest = self._record(sender, st, rec.offset, item, rec.value, now_ms)
+                rest = record(sender, st, rec.offset, item, rec.value, now_ms)
                 if rest is not None:
                     await self._finish(sender, st, rec.offset, rest, now_ms)
                 self.state.records += 1
@@ -582,6 +583,7 @@ class CorrelateStage(Stage):
         used = 0
         memory = not self._verify
         owned = self.owned
+        record = self.outputs.record
         for _ in range(n):
             entry = local.popleft()
             st = owned.get(entry.partition)
@@ -595,7 +597,7 @@ class CorrelateStage(Stage):
                     self._pause(st)
             else:
                 st.handed[offset] = entry.value
-            rest = self._record(sender, st, offset, entry.item, entry.value, now_ms)
+            rest = record(sender, st, offset, entry.item, entry.value, now_ms)
             if rest is not None:
                 await self._finish(sender, st, offset, rest, now_ms)
             touched.add(entry.partition)  # (a TopicPartition per record was 0.8% of the worker)
@@ -625,31 +627,10 @@ class CorrelateStage(Stage):
                 f"internal record {st.partition}:{offset} is not the record processed from memory"
             )
 
-    def _record(
-        self, sender: BatchSender, st: PartitionState, offset: int, item: Item, value: bytes, now_ms: float
-    ) -> list[Emitted] | None:
-        """One internal record (`item`, decoded from `value`) through its partition's engine,
-        and its decisions to `sender`, without a coroutine (most records have only a
-        decision). None when the record is done; otherwise what `_finish` still has to do:
-        the outputs from the first one that is not a decision on (incident events and dead
-        letters may wait for the producer), and the full batches to hand over."""
-        outputs = self._feed(st, item, offset, value)
-        arrived = st.processor.arrivals  # of the alerts this record released
-        decision = self.outputs.decision
-        for i in range(len(outputs)):
-            output = outputs[i]
-            if not isinstance(output, Decision):
-                return outputs[i:]
-            decision(sender, st, offset, output, arrived, now_ms)
-        if sender.queued:
-            return []
-        st.processed(offset)
-        return None
-
     async def _finish(
         self, sender: BatchSender, st: PartitionState, offset: int, rest: list[Emitted], now_ms: float
     ) -> None:
-        """The rest of `_record`: the outputs left, in order, and the full batches handed over."""
+        """The rest of `Outputs.record`: the outputs left, in order, and the full batches handed over."""
         emit = self.outputs
         arrived = st.processor.arrivals
         for output in rest:
@@ -694,18 +675,6 @@ class CorrelateStage(Stage):
         open_by_kind = Counter(k for st in self.owned.values() for k in st.open.values())
         for kind in IncidentKind:
             self.metrics.set_open_incidents(kind, open_by_kind[kind])
-
-    def _feed(self, st: PartitionState, item: Item, offset: int, value: bytes) -> list[Emitted]:
-        try:
-            return st.processor.feed(item)
-        except Exception as exc:  # an engine bug must neither stop the partition nor lose input
-            log.exception(
-                "correlation failed on a record",
-                extra={"topic": self._topic, "partition": st.partition, "offset": offset},
-            )
-            self.state.errors += 1
-            self.state.last_error = f"{type(exc).__name__}: {exc}"[:300]
-            return engine_failure(item, exc, self._topic, st.partition, offset, value)
 
     def _late(self) -> int:
         """Alerts the partitions' engines found too late for their window, so far."""

@@ -25,9 +25,9 @@ from aiokafka.structs import OffsetAndMetadata
 from correlators.identity import Identity
 from schemas.context import Asset, Change, Feedback
 from schemas.epoch import epoch_seconds
-from streams.decoder import Decoder, Routed
+from streams.decoder import Decoder, put_routed, written
 from streams.health import Health
-from streams.kafka import BatchSender, Sent, key_partition, make_consumer, make_producer
+from streams.kafka import BatchSender, Sent, make_consumer, make_producer
 from streams.metrics import Metrics
 from streams.records import Item, Local, TickItem, encode_item
 from streams.settings import Settings
@@ -227,7 +227,7 @@ class DecodeStage(Stage):
             commits.update(offsets)
             acked.extend(sent)
         if acked and self.handoff is not None:
-            self.handoff(_written(acked))
+            self.handoff(written(acked))
         if commits or wait_commit:
             previous, self._commit = self._commit, None
             if previous is not None:
@@ -267,11 +267,17 @@ class DecodeStage(Stage):
             if tp.topic in inputs:
                 self.metrics.observe_input(tp.topic, len(records))
             routed, latest = self.decoder.decode_fetched(records, self.metrics.alerts.counts)
-            for entry in routed:
-                if entry.broadcast:
-                    await self._broadcast(sender, entry.item)
-                elif self._put(sender, entry):  # (no coroutine a record: a batch filled up)
+            i, n = 0, len(routed)
+            while i < n:  # (the records into batches compiled, no coroutine a record)
+                # (the internal topic's partitions as the session found them: they never
+                # change under a running worker, or keyed routing would move assets between
+                # engines)
+                i = put_routed(sender, self._internal, len(self._partitions), routed, i)
+                if sender.queued:
                     await sender.drain()
+                if i < n and routed[i].broadcast:
+                    await self._broadcast(sender, routed[i].item)
+                    i += 1
             if records:
                 commits[tp] = OffsetAndMetadata(records[-1].offset + 1, "")
                 if clock is not None:  # (one call a batch: each record's would set the same)
@@ -281,20 +287,6 @@ class DecodeStage(Stage):
         self._inflight.append((await sender.send(), commits, sender.take_sent()))
         await self.settle()
         self.state.last_batch_at = time.monotonic()
-
-    def _put(self, sender: BatchSender, entry: Routed) -> bool:
-        """An item's record into its partition's batch; True when a batch filled up (to drain)."""
-        partition = entry.partition
-        if partition is None:
-            if entry.key is None:
-                raise ValueError("a routed item needs a key, a partition or to be broadcast")
-            # (the internal topic's partitions as the session found them: they never change
-            # under a running worker, or keyed routing would move assets between engines)
-            partition = key_partition(entry.key, len(self._partitions))
-        item = entry.item
-        encoded = encode_item(item, key=entry.key)
-        value = encoded.value
-        return sender.put(self._internal, value, partition, key=encoded.key, headers=encoded.headers, tag=(item, value))
 
     async def _broadcast(self, sender: BatchSender, item: Item) -> None:
         encoded = encode_item(item)
@@ -360,18 +352,6 @@ def _unowned(consumer: AIOKafkaConsumer, inputs: Mapping[str, object], owned: Ma
             return None
         names += [name for p in sorted(parts) if (name := f"{topic}:{p}") not in owned]
     return names
-
-
-def _written(acked: list[Sent]) -> list[Local]:
-    """The acknowledged internal records with their offsets, in log order per partition:
-    `acked` is in the order the requests were sent, and the producer keeps a partition's
-    requests in that order (partitions interleave; each one's records ascend)."""
-    written: list[Local] = []
-    for sent in acked:
-        base = sent.ack.result().offset
-        partition = sent.partition
-        written += [Local(partition, base + i, item, value) for i, (item, value) in enumerate(sent.tags)]
-    return written
 
 
 async def _position(consumer: AIOKafkaConsumer, tp: TopicPartition) -> int | None:

@@ -23,10 +23,11 @@ from schemas.context import Asset, Change, Feedback
 from schemas.epoch import utc_datetime
 from schemas.errors import DecodeError, InvalidInput, RecordTooLarge, SocnocError
 from schemas.models import Alert
-from streams.records import AlertItem, ContextItem, InvalidItem, Item, header
+from streams.kafka import BatchSender, Sent, key_partition
+from streams.records import AlertItem, ContextItem, InvalidItem, Item, Local, encode_item, header
 from streams.settings import InputSpec
 
-__all__ = ["Routed", "Decoder", "FORMAT_HEADER", "BROADCAST"]
+__all__ = ["Routed", "Decoder", "FORMAT_HEADER", "BROADCAST", "put_routed", "written"]
 
 log = logging.getLogger(__name__)
 
@@ -246,3 +247,44 @@ def _first_error(exc: ValidationError) -> str:
     first = exc.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "record"
     return f"{where}: {first['msg']}"
+
+
+def put_routed(sender: BatchSender, topic: str, partitions: int, routed: list[Routed], start: int) -> int:
+    """The internal records of `routed[start:]` into `sender`'s batches of `topic` (of
+    `partitions` partitions; keyed items by their key's hash), each tagged with its item and
+    value (`written`), up to the first broadcast item (left to the caller) or the first
+    record that fills a batch (put; `sender.queued` is then true). The index to go on from.
+    Compiled: the decode stage's per-record loop without the interpreter."""
+    n = len(routed)
+    i = start
+    while i < n:
+        entry = routed[i]
+        if entry.broadcast:
+            return i
+        partition = entry.partition
+        if partition is None:
+            if entry.key is None:
+                raise ValueError("a routed item needs a key, a partition or to be broadcast")
+            partition = key_partition(entry.key, partitions)
+        item = entry.item
+        encoded = encode_item(item, key=entry.key)
+        value = encoded.value
+        i += 1
+        if sender.put(topic, value, partition, key=encoded.key, headers=encoded.headers, tag=(item, value)):
+            return i
+    return n
+
+
+def written(acked: list[Sent]) -> list[Local]:
+    """The acknowledged internal records with their offsets, in log order per partition:
+    `acked` is in the order the requests were sent, and the producer keeps a partition's
+    requests in that order (partitions interleave; each one's records ascend)."""
+    out: list[Local] = []
+    for sent in acked:
+        offset = sent.ack.result().offset
+        partition = sent.partition
+        for tag in sent.tags:
+            item, value = tag
+            out.append(Local(partition, offset, item, value))
+            offset += 1
+    return out

@@ -5,15 +5,21 @@ Every published record carries `socnoc-src` (the internal record that caused it)
 found already published (`PartitionState.suppress`) is skipped, once. Incident events also
 go to the topic of each owner team (`SOCNOC_TEAM_TOPICS`), each copy with an identity of its
 own, and carry routing headers for consumers that filter instead.
+
+Compiled (scripts/build_native.py), with the record path of the correlate stage
+(`Outputs.record`): a record with only decisions goes through its engine and out without
+the interpreter.
 """
 
 from __future__ import annotations
 
 import base64
+import logging
 from datetime import UTC, datetime
 
 from schemas.models import DeadLetter, Decision, Disposition, IncidentEvent
 from streams.caps import CapWatch
+from streams.health import StageHealth
 from streams.kafka import BatchSender
 from streams.metrics import Metrics
 from streams.partition_state import PartitionState
@@ -35,18 +41,59 @@ from streams.settings import Settings
 
 __all__ = ["Outputs", "team_targets", "engine_failure"]
 
+log = logging.getLogger(__name__)
+
 
 class Outputs:
-    """Puts a partition's outputs on a `BatchSender`, with their headers and metrics."""
+    """Feeds a partition's records to its engine and puts the outputs on a `BatchSender`,
+    with their headers and metrics; an engine failure counts in `state` (the stage's health)."""
 
-    def __init__(self, settings: Settings, metrics: Metrics, caps: CapWatch) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics, caps: CapWatch, state: StageHealth) -> None:
         self.settings = settings
         self.metrics = metrics
         self.caps = caps
+        self.state = state
+        self._topic = settings.internal_topic()
         # of the decisions topic: read at each session's start (`CorrelateStage.session`)
         self.decision_partitions = 1
         self._publish = settings.publish_decisions  # (settings are frozen: read once)
         self._decisions = settings.decisions_topic
+
+    def record(
+        self, sender: BatchSender, st: PartitionState, offset: int, item: Item, value: bytes, now_ms: float
+    ) -> list[Emitted] | None:
+        """One internal record (`item`, decoded from `value`) through its partition's engine,
+        and its decisions to `sender`, without a coroutine (most records have only a
+        decision). None when the record is done; otherwise what the caller still has to do
+        (`CorrelateStage._finish`): the outputs from the first one that is not a decision on
+        (incident events and dead letters may wait for the producer), and the full batches
+        to hand over."""
+        outputs = self.feed(st, item, offset, value)
+        arrived = st.processor.arrivals  # of the alerts this record released
+        for i in range(len(outputs)):
+            output = outputs[i]
+            if not isinstance(output, Decision):
+                return outputs[i:]
+            self.decision(sender, st, offset, output, arrived, now_ms)
+        if sender.queued:
+            return []
+        st.processed(offset)
+        return None
+
+    def feed(self, st: PartitionState, item: Item, offset: int, value: bytes) -> list[Emitted]:
+        """The engine's outputs for one record; if it raises, the input is decided `invalid`
+        and dead-lettered (`engine_failure`): an engine bug must neither stop the partition
+        nor lose input."""
+        try:
+            return st.processor.feed(item)
+        except Exception as exc:
+            log.exception(
+                "correlation failed on a record",
+                extra={"topic": self._topic, "partition": st.partition, "offset": offset},
+            )
+            self.state.errors += 1
+            self.state.last_error = f"{type(exc).__name__}: {exc}"[:300]
+            return engine_failure(item, exc, self._topic, st.partition, offset, value)
 
     def decision(
         self,

@@ -22,6 +22,8 @@ from schemas.models import (
     Severity,
 )
 from streams.caps import CapWatch
+from streams.health import StageHealth
+from streams.kafka import BatchSender, key_partition
 from streams.metrics import Metrics
 from streams.outputs import Outputs, engine_failure, team_targets
 from streams.partition import Processor
@@ -32,24 +34,55 @@ from streams.settings import Settings
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 
 
-class _Sender:
-    """Records what would go to the producer (`BatchSender`'s two ways in)."""
+class _Batch:
+    """A record batch that keeps its records (what `BatchSender` appends)."""
+
+    def __init__(self, log: list[tuple[_Batch, bytes | None, list[tuple[str, bytes]]]]) -> None:
+        self._log = log
+        self.count = 0
+
+    def append(self, *, key: bytes | None, value: bytes, timestamp: None, headers: list[tuple[str, bytes]]) -> object:
+        self._log.append((self, key, headers))
+        self.count += 1
+        return object()  # (a record's metadata: not None, it fitted)
+
+    def record_count(self) -> int:
+        return self.count
+
+
+class _Producer:
+    """The producer a `BatchSender` builds its batches with, of topics of 8 partitions."""
 
     def __init__(self) -> None:
-        self.records: list[tuple[str, int | None, bytes, list[tuple[str, bytes]]]] = []
+        self.log: list[tuple[_Batch, bytes | None, list[tuple[str, bytes]]]] = []
 
-    def put(self, topic: str, value: bytes, partition: int, *, key: bytes, headers: list[tuple[str, bytes]]) -> None:
-        self.records.append((topic, partition, key, headers))
+    def create_batch(self) -> _Batch:
+        return _Batch(self.log)
 
-    async def add(self, topic: str, value: bytes, *, key: bytes, headers: list[tuple[str, bytes]]) -> None:
-        self.records.append((topic, None, key, headers))
+    async def partitions_for(self, topic: str) -> set[int]:
+        return set(range(8))
+
+
+class _Sender:
+    """A real `BatchSender` and what it was given, in order: (topic, partition, key, headers)."""
+
+    def __init__(self) -> None:
+        self._producer = _Producer()
+        self.sender = BatchSender(self._producer)
+        self._slots: dict[int, tuple[str, int]] = {}
+
+    @property
+    def records(self) -> list[tuple[str, int, bytes | None, list[tuple[str, bytes]]]]:
+        for slot, batch in self.sender._batches.items():  # (open batches: none was sent)
+            self._slots[id(batch)] = slot
+        return [(*self._slots[id(batch)], key, headers) for batch, key, headers in self._producer.log]
 
 
 def _outputs(monkeypatch: pytest.MonkeyPatch, **env: str) -> tuple[Outputs, Metrics]:
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     metrics = Metrics.create(CollectorRegistry())
-    return Outputs(Settings(), metrics, CapWatch(metrics)), metrics
+    return Outputs(Settings(), metrics, CapWatch(metrics), StageHealth()), metrics
 
 
 def _event(
@@ -71,7 +104,7 @@ async def test_a_decision_names_its_cause_and_goes_to_its_engines_partition(monk
     outputs.decision_partitions = 4
     sender, st = _Sender(), _state(5)
     decision = Decision(alert_id="a1", disposition=Disposition.NOISE, reason="routine")
-    outputs.decision(sender, st, 17, decision, {}, 0.0)  # type: ignore[arg-type]
+    outputs.decision(sender.sender, st, 17, decision, {}, 0.0)
     assert sender.records == [
         ("alerts.decisions", 1, b"a1", [("socnoc-src", b"5:17"), ("socnoc-oid", b"d:a1")])
     ]
@@ -85,12 +118,12 @@ async def test_what_a_restore_found_published_is_skipped_once(monkeypatch: pytes
     letter = DeadLetter(
         raw="", topic="in", partition=0, offset=9, error="DecodeError", reason="bad", received_at=T0
     )
-    outputs.decision(sender, st, 1, decision, {}, 0.0)  # type: ignore[arg-type]
-    await outputs.dead_letter(sender, st, 1, letter)  # type: ignore[arg-type]
-    await outputs.incident(sender, st, 1, _event(1))  # type: ignore[arg-type]
+    outputs.decision(sender.sender, st, 1, decision, {}, 0.0)
+    await outputs.dead_letter(sender.sender, st, 1, letter)
+    await outputs.incident(sender.sender, st, 1, _event(1))
     assert sender.records == [] and st.suppress == set()
     assert st.open == {}  # (an event published before the restore was counted then)
-    outputs.decision(sender, st, 2, decision, {}, 0.0)  # type: ignore[arg-type]
+    outputs.decision(sender.sender, st, 2, decision, {}, 0.0)
     assert [r[0] for r in sender.records] == ["alerts.decisions"]  # skipped once, not for ever
 
 
@@ -100,10 +133,11 @@ async def test_an_incident_event_goes_to_its_owners_topics_with_routing_headers(
     outputs, _ = _outputs(monkeypatch, SOCNOC_TEAM_TOPICS='{"soc": "incidents.soc", "noc": "incidents.noc"}')
     sender, st = _Sender(), _state(2)
     st.suppress = {"i:INC-1:1@incidents.soc"}  # this copy went out before a restart
-    await outputs.incident(sender, st, 8, _event(1, owners=("noc", "soc")))  # type: ignore[arg-type]
-    assert [(topic, key) for topic, _, key, _ in sender.records] == [
-        ("incidents", b"INC-1"),
-        ("incidents.noc", b"INC-1"),
+    await outputs.incident(sender.sender, st, 8, _event(1, owners=("noc", "soc")))
+    by_key = key_partition(b"INC-1", 8)  # (partitioned by the incident id, in every topic)
+    assert [(topic, partition, key) for topic, partition, key, _ in sender.records] == [
+        ("incidents", by_key, b"INC-1"),
+        ("incidents.noc", by_key, b"INC-1"),
     ]
     assert dict(sender.records[1][3]) == {
         "socnoc-src": b"2:8",
@@ -113,7 +147,7 @@ async def test_an_incident_event_goes_to_its_owners_topics_with_routing_headers(
         "socnoc-event": b"opened",
     }
     assert st.open == {"INC-1": IncidentKind.SECURITY}
-    await outputs.incident(sender, st, 9, _event(2, LifecycleEvent.RESOLVED))  # type: ignore[arg-type]
+    await outputs.incident(sender.sender, st, 9, _event(2, LifecycleEvent.RESOLVED))
     assert st.open == {}
 
 
@@ -148,3 +182,46 @@ def test_an_alert_the_engine_failed_on_is_invalid_and_dead_letters_its_internal_
     assert (letter.topic, letter.partition, letter.offset, letter.error) == ("app.by-asset", 3, 17, "CorrelationError")
     assert base64.b64decode(letter.raw) == value
     assert "alert a1" in letter.reason
+
+
+class _Scripted:
+    """A correlator that decides each alert as told, and fails on the alert `fail_on`."""
+
+    def __init__(self, fail_on: str) -> None:
+        self.fail_on = fail_on
+
+    def advance(self, when: datetime) -> list[Decision]:
+        return []
+
+    def on_alert(self, alert: Alert) -> list[Decision]:
+        if alert.id == self.fail_on:
+            raise RuntimeError("an engine bug")
+        return [Decision(alert_id=alert.id, disposition=Disposition.NOISE, reason="routine")]
+
+
+async def test_a_record_goes_through_its_engine_and_out_and_an_engine_failure_loses_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    outputs, metrics = _outputs(monkeypatch)
+    sender, st = _Sender(), PartitionState(3, Processor(_Scripted(fail_on="a2")), 0)  # type: ignore[arg-type]
+
+    def item(alert_id: str) -> tuple[AlertItem, bytes]:
+        alert = Alert(id=alert_id, source="ids", domain=Domain.SECURITY, time=T0, asset="web", signature="s")
+        return AlertItem(alert, arrived_ms=1), encode_item(AlertItem(alert)).value
+
+    first, value = item("a1")
+    assert outputs.record(sender.sender, st, 0, first, value, 1000.0) is None  # only a decision: done here
+    assert st.next_offset == 1 and st.dirty
+    assert metrics.decisions.value("noise") == 1 and metrics.decision_latency.sum == pytest.approx(0.999)
+    second, value = item("a2")
+    rest = outputs.record(sender.sender, st, 1, second, value, 1000.0)
+    # the engine raised: the alert is decided `invalid` here, its dead letter is left to the
+    # caller (it may wait for the producer), and the record is not processed until then
+    assert rest is not None and [type(o) for o in rest] == [DeadLetter]
+    assert st.next_offset == 1
+    assert outputs.state.errors == 1 and (outputs.state.last_error or "").startswith("RuntimeError: an engine bug")
+    assert metrics.decisions.value("invalid") == 1
+    assert [(topic, key, dict(headers)["socnoc-src"]) for topic, _, key, headers in sender.records] == [
+        ("alerts.decisions", b"a1", b"3:0"),
+        ("alerts.decisions", b"a2", b"3:1"),
+    ]
