@@ -1,4 +1,7 @@
-"""Decode stage, pure part: one input record -> the internal items it becomes, and where to.
+"""Decode stage, pure part: one input record -> the internal items it becomes, and where to;
+and, compiled with it, the stage's per-record loops around Kafka without awaiting it:
+`put_routed` (a fetch's items into the internal topic's record batches) and `written`
+(the acknowledged records, with their offsets, for the hand-off).
 
 Never raises: an input that is not an alert becomes an `InvalidItem` (decided `invalid` and
 dead-lettered downstream) with the typed error's class and a reason. Alerts are keyed by

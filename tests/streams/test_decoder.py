@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from aiokafka.producer.message_accumulator import BatchBuilder
+from aiokafka.structs import RecordMetadata, TopicPartition
 
 from correlators.identity import Identity
 from schemas.adapters.base import ParseContext
 from schemas.context import Asset, Change, Feedback
-from streams.decoder import Decoder, InputRecord
-from streams.records import AlertItem, ContextItem, InvalidItem
+from schemas.models import Alert, Domain
+from streams.decoder import Decoder, InputRecord, Routed, put_routed, written
+from streams.kafka import BatchSender, key_partition
+from streams.records import AlertItem, ContextItem, InvalidItem, TickItem, encode_item
 from streams.settings import InputSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 WAZUH = (ROOT / "examples/data/wazuh-ldsv1/ossec_spiral.json").read_bytes().splitlines()
+T0 = datetime(2024, 3, 1, tzinfo=UTC)
 AITADS_ROW = b"1642723347,Wazuh: ClamAV database update,172.19.130.4,mail,W-Sys-Cav,false_positive,-"
 
 
@@ -188,3 +195,78 @@ def test_single_partition_mode_routes_everything_to_partition_0() -> None:
     (alert,) = decoder.decode(_rec("ait", AITADS_ROW))
     (bad,) = decoder.decode(_rec("soc", b"garbage"))
     assert alert.partition == 0 and bad.partition == 0
+
+
+class _Producer:
+    """aiokafka's record batches of `size` bytes, each acknowledged at once with the offsets a
+    partition's log would give (what `BatchSender` asks of the producer)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.ends: dict[tuple[str, int], int] = {}
+        self.requests: list[tuple[str, int, int]] = []  # (topic, partition, records), in order
+
+    def create_batch(self) -> BatchBuilder:
+        return BatchBuilder(self.size, 0)
+
+    async def send_batch(self, batch: BatchBuilder, topic: str, *, partition: int) -> asyncio.Future[RecordMetadata]:
+        return self._ack(topic, partition, batch.record_count())
+
+    async def send(self, topic: str, value: bytes, **kw: Any) -> asyncio.Future[RecordMetadata]:
+        return self._ack(topic, kw["partition"], 1)
+
+    def _ack(self, topic: str, partition: int, count: int) -> asyncio.Future[RecordMetadata]:
+        base = self.ends.get((topic, partition), 0)
+        self.ends[(topic, partition)] = base + count
+        self.requests.append((topic, partition, count))
+        ack: asyncio.Future[RecordMetadata] = asyncio.get_running_loop().create_future()
+        ack.set_result(RecordMetadata(topic, partition, TopicPartition(topic, partition), base, -1, None, None))
+        return ack
+
+
+async def test_routed_items_go_into_batches_in_order_and_come_back_with_their_offsets() -> None:
+    """`put_routed` puts a fetch's keyed and placed items up to a broadcast (left to the
+    caller) or a record that fills a batch; `written` gives each acknowledged record its
+    offset: per partition, the order the items were routed in."""
+    producer = _Producer(size=1200)  # (two or three alerts' records a batch)
+    sender = BatchSender(producer, tagged=True)
+
+    def alert(i: int) -> AlertItem:
+        fields = {"id": f"a{i}", "source": "ids", "domain": Domain.SECURITY, "time": T0, "signature": "s"}
+        return AlertItem(Alert(asset=f"h{i % 3}", **fields))
+
+    routed = [Routed(alert(i), f"h{i % 3}".encode()) for i in range(4)]
+    routed.append(Routed(TickItem("in:0", 5.0), None, broadcast=True))
+    routed += [Routed(alert(4), None, partition=3)] + [Routed(alert(i), f"h{i % 3}".encode()) for i in range(5, 12)]
+    order: list[tuple[int, Routed]] = []  # (partition, item) as put
+    i, stops, filled = 0, [], 0
+    while i < len(routed):
+        start = i
+        i = put_routed(sender, "internal", 4, routed, i)
+        stops.append(i)
+        for entry in routed[start:i]:
+            keyed = key_partition(entry.key or b"", 4)
+            order.append((entry.partition if entry.partition is not None else keyed, entry))
+        if sender.queued:  # a batch filled up with the last item put
+            filled += 1
+            await sender.drain()
+        elif i < len(routed):
+            assert routed[i].broadcast  # (the caller broadcasts it)
+            i += 1
+    assert 4 in stops  # stopped at the broadcast, before it
+    assert filled and len(producer.requests) == filled  # full batches went out as they filled
+    await sender.send()
+    local = written(sender.take_sent())
+    assert len(local) == len(routed) - 1
+    for partition in range(4):
+        mine = [entry for p, entry in order if p == partition]
+        got = [rec for rec in local if rec.partition == partition]
+        assert [rec.item for rec in got] == [entry.item for entry in mine]
+        assert [rec.offset for rec in got] == list(range(len(mine)))  # each one's offset in the log
+        assert [rec.value for rec in got] == [encode_item(entry.item, key=entry.key).value for entry in mine]
+
+
+def test_an_item_without_key_partition_or_broadcast_is_refused() -> None:
+    sender = BatchSender(_Producer(size=1200))
+    with pytest.raises(ValueError, match="needs a key, a partition or to be broadcast"):
+        put_routed(sender, "internal", 4, [Routed(TickItem("in:0", 5.0), None)], 0)
