@@ -15,8 +15,9 @@ before the measured part, and the difference over the alert count is printed:
   partitions, the hand-off from memory), without Kafka: `DecodeStage._process` of each fetch of
   the benchmark's records, into record batches (aiokafka's builder), then
   `CorrelateStage._process_local` of what it hands over: engines, decisions and incident events
-  into batches, the metrics. A producer stand-in acknowledges each batch at once; checkpoints
-  and watermark ticks (timed by the wall clock) are left out.
+  into batches, the metrics. A producer stand-in (`streams.testing.AckingProducer`)
+  acknowledges each batch at once; checkpoints and watermark ticks (timed by the wall clock)
+  are left out.
 
 `--tree DIR` (repeatable) measures another checkout beside this one (each with its own
 `make native`; a stale build runs as pure Python, which the output says): the way to compare
@@ -153,44 +154,6 @@ def _stages(count: int, setup_only: bool, ready: Callable[[], None]) -> tuple[in
     return asyncio.run(_stages_async(count, setup_only, ready))
 
 
-class _Producer:
-    """What the stages ask of `AIOKafkaProducer`, acknowledging each batch at once with the
-    offsets a partition's log would give (aiokafka's own record-batch builder)."""
-
-    def __init__(self, partitions: int) -> None:
-        self.partitions = partitions
-        self.ends: dict[tuple[str, int], int] = {}
-        self.records = 0
-
-    def create_batch(self) -> object:
-        from aiokafka.producer.message_accumulator import BatchBuilder
-
-        return BatchBuilder(1024 * 1024, 0)  # make_producer's max_batch_size, no compression
-
-    async def partitions_for(self, topic: str) -> set[int]:
-        return set(range(self.partitions))
-
-    async def send_batch(self, batch: object, topic: str, *, partition: int) -> object:
-        count = batch.record_count()  # type: ignore[attr-defined]
-        batch._build()  # type: ignore[attr-defined]  # (the bytes, as the accumulator makes them)
-        return self._acked(topic, partition, count)
-
-    async def send(self, topic: str, value: bytes, *, key: bytes | None, partition: int, headers: object) -> object:
-        return self._acked(topic, partition, 1)
-
-    def _acked(self, topic: str, partition: int, count: int) -> object:
-        import asyncio
-
-        from aiokafka.structs import RecordMetadata, TopicPartition
-
-        base = self.ends.get((topic, partition), 0)
-        self.ends[(topic, partition)] = base + count
-        self.records += count
-        ack = asyncio.get_running_loop().create_future()
-        ack.set_result(RecordMetadata(topic, partition, TopicPartition(topic, partition), base, -1, None, None))
-        return ack
-
-
 class _Consumer:
     """What `_process` and `_process_local` ask of `AIOKafkaConsumer`."""
 
@@ -218,6 +181,7 @@ async def _stages_async(count: int, setup_only: bool, ready: Callable[[], None])
     from streams.partition import Processor
     from streams.partition_state import PartitionState
     from streams.settings import InputSpec, Settings
+    from streams.testing import AckingProducer
     from streams.worker import Worker
 
     topic, partitions = "bench.soc.alerts", 8
@@ -229,7 +193,7 @@ async def _stages_async(count: int, setup_only: bool, ready: Callable[[], None])
     worker = Worker(settings, registry=CollectorRegistry())
     decode, correlate = worker.stages
     assert decode.handoff is not None  # type: ignore[attr-defined]
-    producer, consumer = _Producer(partitions), _Consumer()
+    producer, consumer = AckingProducer(partitions), _Consumer()
     for stage in (decode, correlate):
         stage._producer, stage._consumer = producer, consumer  # type: ignore[attr-defined]
     decode._partitions = list(range(partitions))  # type: ignore[attr-defined]

@@ -2,7 +2,8 @@
 
 Topic names of one isolated run (`Names`), `socnoc worker` subprocesses (`WorkerProcess`),
 group-less output readers (`Tail`), and topic and consumer-group helpers; broker outages
-are `streams.faultproxy`. Nothing here is used by the worker itself.
+are `streams.faultproxy`. Where no broker runs (unit tests, `python -m bench.instructions`),
+`AckingProducer` stands in for the producer. Nothing here is used by the worker itself.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.structs import OffsetAndMetadata
+from aiokafka.producer.message_accumulator import BatchBuilder
+from aiokafka.record.default_records import DefaultRecordBatch
+from aiokafka.structs import OffsetAndMetadata, RecordMetadata
 
 from streams.broker import free_port
 from streams.settings import Settings
@@ -36,6 +39,8 @@ __all__ = [
     "settings_from_env",
     "WorkerProcess",
     "Tail",
+    "Produced",
+    "AckingProducer",
     "ensure_topic_partitions",
     "create_topics",
     "committed_offsets",
@@ -336,6 +341,81 @@ class Tail:
     def values(self, topic: str) -> list[dict[str, Any]]:
         """The JSON values read so far on `topic`."""
         return [orjson.loads(r.value) for r in self.records[topic] if r.value is not None]
+
+
+@dataclass(frozen=True)
+class Produced:
+    """A record an `AckingProducer` was handed, read back from its batch."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+
+class AckingProducer:
+    """What `streams.kafka.BatchSender` and the stages ask of `AIOKafkaProducer`, where no
+    broker runs: aiokafka's own record batches of `batch_size` bytes (the worker's producer
+    makes 1 MiB ones), each acknowledged at once with the offsets a partition's log would
+    give, on topics of `partitions` partitions. `requests` has every produce request's
+    (topic, partition, records); with `keep=True`, `produced` has every record read back
+    from its batch, in the order they were handed over (reading them back costs: the
+    benchmark's workloads leave it off)."""
+
+    def __init__(self, partitions: int = 8, *, batch_size: int = 1024 * 1024, keep: bool = False) -> None:
+        self.partitions = partitions
+        self.batch_size = batch_size
+        self.keep = keep
+        self.ends: dict[tuple[str, int], int] = {}
+        self.requests: list[tuple[str, int, int]] = []
+        self.produced: list[Produced] = []
+
+    def create_batch(self) -> BatchBuilder:
+        return BatchBuilder(self.batch_size, 0)  # no compression, as the worker's producer
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return set(range(self.partitions))
+
+    async def send_batch(self, batch: BatchBuilder, topic: str, *, partition: int) -> asyncio.Future[RecordMetadata]:
+        count = batch.record_count()
+        buffer = batch._build()  # the bytes, as aiokafka's accumulator builds them to send
+        base = self._log(topic, partition, count)
+        if self.keep:
+            self.produced += [
+                Produced(topic, partition, base + r.offset, r.key, r.value, list(r.headers))
+                for r in DefaultRecordBatch(bytes(buffer))
+            ]
+        return self._ack(topic, partition, base)
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        *,
+        key: bytes | None = None,
+        partition: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> asyncio.Future[RecordMetadata]:
+        if partition is None:
+            raise ValueError("AckingProducer.send needs a partition (BatchSender gives one)")
+        base = self._log(topic, partition, 1)
+        if self.keep:
+            self.produced.append(Produced(topic, partition, base, key, value, list(headers or [])))
+        return self._ack(topic, partition, base)
+
+    def _log(self, topic: str, partition: int, count: int) -> int:
+        base = self.ends.get((topic, partition), 0)
+        self.ends[(topic, partition)] = base + count
+        self.requests.append((topic, partition, count))
+        return base
+
+    @staticmethod
+    def _ack(topic: str, partition: int, base: int) -> asyncio.Future[RecordMetadata]:
+        ack: asyncio.Future[RecordMetadata] = asyncio.get_running_loop().create_future()
+        ack.set_result(RecordMetadata(topic, partition, TopicPartition(topic, partition), base, -1, None, None))
+        return ack
 
 
 async def ensure_topic_partitions(bootstrap: str, topic: str) -> int:

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from aiokafka.producer.message_accumulator import BatchBuilder
-from aiokafka.structs import RecordMetadata, TopicPartition
 
 from correlators.identity import Identity
 from schemas.adapters.base import ParseContext
@@ -20,6 +17,7 @@ from streams.decoder import Decoder, InputRecord, Routed, put_routed, written
 from streams.kafka import BatchSender, key_partition
 from streams.records import AlertItem, ContextItem, InvalidItem, TickItem, encode_item
 from streams.settings import InputSpec
+from streams.testing import AckingProducer
 
 ROOT = Path(__file__).resolve().parents[2]
 WAZUH = (ROOT / "examples/data/wazuh-ldsv1/ossec_spiral.json").read_bytes().splitlines()
@@ -197,38 +195,11 @@ def test_single_partition_mode_routes_everything_to_partition_0() -> None:
     assert alert.partition == 0 and bad.partition == 0
 
 
-class _Producer:
-    """aiokafka's record batches of `size` bytes, each acknowledged at once with the offsets a
-    partition's log would give (what `BatchSender` asks of the producer)."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.ends: dict[tuple[str, int], int] = {}
-        self.requests: list[tuple[str, int, int]] = []  # (topic, partition, records), in order
-
-    def create_batch(self) -> BatchBuilder:
-        return BatchBuilder(self.size, 0)
-
-    async def send_batch(self, batch: BatchBuilder, topic: str, *, partition: int) -> asyncio.Future[RecordMetadata]:
-        return self._ack(topic, partition, batch.record_count())
-
-    async def send(self, topic: str, value: bytes, **kw: Any) -> asyncio.Future[RecordMetadata]:
-        return self._ack(topic, kw["partition"], 1)
-
-    def _ack(self, topic: str, partition: int, count: int) -> asyncio.Future[RecordMetadata]:
-        base = self.ends.get((topic, partition), 0)
-        self.ends[(topic, partition)] = base + count
-        self.requests.append((topic, partition, count))
-        ack: asyncio.Future[RecordMetadata] = asyncio.get_running_loop().create_future()
-        ack.set_result(RecordMetadata(topic, partition, TopicPartition(topic, partition), base, -1, None, None))
-        return ack
-
-
 async def test_routed_items_go_into_batches_in_order_and_come_back_with_their_offsets() -> None:
     """`put_routed` puts a fetch's keyed and placed items up to a broadcast (left to the
     caller) or a record that fills a batch; `written` gives each acknowledged record its
     offset: per partition, the order the items were routed in."""
-    producer = _Producer(size=1200)  # (two or three alerts' records a batch)
+    producer = AckingProducer(4, batch_size=1200, keep=True)  # (two or three alerts' records a batch)
     sender = BatchSender(producer, tagged=True)
 
     def alert(i: int) -> AlertItem:
@@ -264,9 +235,12 @@ async def test_routed_items_go_into_batches_in_order_and_come_back_with_their_of
         assert [rec.item for rec in got] == [entry.item for entry in mine]
         assert [rec.offset for rec in got] == list(range(len(mine)))  # each one's offset in the log
         assert [rec.value for rec in got] == [encode_item(entry.item, key=entry.key).value for entry in mine]
+        # what the batches held, read back: the same records at the same offsets
+        held = [r for r in producer.produced if r.partition == partition]
+        assert [(r.offset, r.value) for r in held] == [(rec.offset, rec.value) for rec in got]
 
 
 def test_an_item_without_key_partition_or_broadcast_is_refused() -> None:
-    sender = BatchSender(_Producer(size=1200))
+    sender = BatchSender(AckingProducer(4, batch_size=1200))
     with pytest.raises(ValueError, match="needs a key, a partition or to be broadcast"):
         put_routed(sender, "internal", 4, [Routed(TickItem("in:0", 5.0), None)], 0)

@@ -30,52 +30,22 @@ from streams.partition import Processor
 from streams.partition_state import PartitionState
 from streams.records import AlertItem, encode_item
 from streams.settings import Settings
+from streams.testing import AckingProducer
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 
 
-class _Batch:
-    """A record batch that keeps its records (what `BatchSender` appends)."""
-
-    def __init__(self, log: list[tuple[_Batch, bytes | None, list[tuple[str, bytes]]]]) -> None:
-        self._log = log
-        self.count = 0
-
-    def append(self, *, key: bytes | None, value: bytes, timestamp: None, headers: list[tuple[str, bytes]]) -> object:
-        self._log.append((self, key, headers))
-        self.count += 1
-        return object()  # (a record's metadata: not None, it fitted)
-
-    def record_count(self) -> int:
-        return self.count
-
-
-class _Producer:
-    """The producer a `BatchSender` builds its batches with, of topics of 8 partitions."""
-
-    def __init__(self) -> None:
-        self.log: list[tuple[_Batch, bytes | None, list[tuple[str, bytes]]]] = []
-
-    def create_batch(self) -> _Batch:
-        return _Batch(self.log)
-
-    async def partitions_for(self, topic: str) -> set[int]:
-        return set(range(8))
-
-
 class _Sender:
-    """A real `BatchSender` and what it was given, in order: (topic, partition, key, headers)."""
+    """A real `BatchSender` over a producer stand-in, and what it sent, in order: (topic,
+    partition, key, headers) of each record."""
 
     def __init__(self) -> None:
-        self._producer = _Producer()
+        self._producer = AckingProducer(8, keep=True)
         self.sender = BatchSender(self._producer)
-        self._slots: dict[int, tuple[str, int]] = {}
 
-    @property
-    def records(self) -> list[tuple[str, int, bytes | None, list[tuple[str, bytes]]]]:
-        for slot, batch in self.sender._batches.items():  # (open batches: none was sent)
-            self._slots[id(batch)] = slot
-        return [(*self._slots[id(batch)], key, headers) for batch, key, headers in self._producer.log]
+    async def records(self) -> list[tuple[str, int, bytes | None, list[tuple[str, bytes]]]]:
+        await self.sender.send()
+        return [(r.topic, r.partition, r.key, r.headers) for r in self._producer.produced]
 
 
 def _outputs(monkeypatch: pytest.MonkeyPatch, **env: str) -> tuple[Outputs, Metrics]:
@@ -105,7 +75,7 @@ async def test_a_decision_names_its_cause_and_goes_to_its_engines_partition(monk
     sender, st = _Sender(), _state(5)
     decision = Decision(alert_id="a1", disposition=Disposition.NOISE, reason="routine")
     outputs.decision(sender.sender, st, 17, decision, {}, 0.0)
-    assert sender.records == [
+    assert await sender.records() == [
         ("alerts.decisions", 1, b"a1", [("socnoc-src", b"5:17"), ("socnoc-oid", b"d:a1")])
     ]
 
@@ -121,10 +91,10 @@ async def test_what_a_restore_found_published_is_skipped_once(monkeypatch: pytes
     outputs.decision(sender.sender, st, 1, decision, {}, 0.0)
     await outputs.dead_letter(sender.sender, st, 1, letter)
     await outputs.incident(sender.sender, st, 1, _event(1))
-    assert sender.records == [] and st.suppress == set()
+    assert await sender.records() == [] and st.suppress == set()
     assert st.open == {}  # (an event published before the restore was counted then)
     outputs.decision(sender.sender, st, 2, decision, {}, 0.0)
-    assert [r[0] for r in sender.records] == ["alerts.decisions"]  # skipped once, not for ever
+    assert [r[0] for r in await sender.records()] == ["alerts.decisions"]  # skipped once, not for ever
 
 
 async def test_an_incident_event_goes_to_its_owners_topics_with_routing_headers(
@@ -135,11 +105,12 @@ async def test_an_incident_event_goes_to_its_owners_topics_with_routing_headers(
     st.suppress = {"i:INC-1:1@incidents.soc"}  # this copy went out before a restart
     await outputs.incident(sender.sender, st, 8, _event(1, owners=("noc", "soc")))
     by_key = key_partition(b"INC-1", 8)  # (partitioned by the incident id, in every topic)
-    assert [(topic, partition, key) for topic, partition, key, _ in sender.records] == [
+    records = await sender.records()
+    assert [(topic, partition, key) for topic, partition, key, _ in records] == [
         ("incidents", by_key, b"INC-1"),
         ("incidents.noc", by_key, b"INC-1"),
     ]
-    assert dict(sender.records[1][3]) == {
+    assert dict(records[1][3]) == {
         "socnoc-src": b"2:8",
         "socnoc-oid": b"i:INC-1:1@incidents.noc",
         "socnoc-owners": b"noc,soc",
@@ -221,7 +192,8 @@ async def test_a_record_goes_through_its_engine_and_out_and_an_engine_failure_lo
     assert st.next_offset == 1
     assert outputs.state.errors == 1 and (outputs.state.last_error or "").startswith("RuntimeError: an engine bug")
     assert metrics.decisions.value("invalid") == 1
-    assert [(topic, key, dict(headers)["socnoc-src"]) for topic, _, key, headers in sender.records] == [
+    records = await sender.records()
+    assert [(topic, key, dict(headers)["socnoc-src"]) for topic, _, key, headers in records] == [
         ("alerts.decisions", b"a1", b"3:0"),
         ("alerts.decisions", b"a2", b"3:1"),
     ]
