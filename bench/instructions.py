@@ -154,22 +154,6 @@ def _stages(count: int, setup_only: bool, ready: Callable[[], None]) -> tuple[in
     return asyncio.run(_stages_async(count, setup_only, ready))
 
 
-class _Consumer:
-    """What `_process` and `_process_local` ask of `AIOKafkaConsumer`."""
-
-    def highwater(self, tp: object) -> None:
-        return None
-
-    def pause(self, *tps: object) -> None:
-        pass
-
-    def resume(self, *tps: object) -> None:
-        pass
-
-    async def commit(self, offsets: object) -> None:
-        pass
-
-
 async def _stages_async(count: int, setup_only: bool, ready: Callable[[], None]) -> tuple[int, int]:
     import time
 
@@ -181,7 +165,7 @@ async def _stages_async(count: int, setup_only: bool, ready: Callable[[], None])
     from streams.partition import Processor
     from streams.partition_state import PartitionState
     from streams.settings import InputSpec, Settings
-    from streams.testing import AckingProducer
+    from streams.testing import AckingProducer, NullConsumer
     from streams.worker import Worker
 
     topic, partitions = "bench.soc.alerts", 8
@@ -193,7 +177,7 @@ async def _stages_async(count: int, setup_only: bool, ready: Callable[[], None])
     worker = Worker(settings, registry=CollectorRegistry())
     decode, correlate = worker.stages
     assert decode.handoff is not None  # type: ignore[attr-defined]
-    producer, consumer = AckingProducer(partitions), _Consumer()
+    producer, consumer = AckingProducer(partitions), NullConsumer()
     for stage in (decode, correlate):
         stage._producer, stage._consumer = producer, consumer  # type: ignore[attr-defined]
     decode._partitions = list(range(partitions))  # type: ignore[attr-defined]

@@ -96,10 +96,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     compact = (("cleanup.policy", "compact"),)
     big = (("max.message.bytes", str(_MAX_REQUEST)),)
     specs = [TopicSpec(name, n) for name in settings.inputs]
+    specs += [TopicSpec(name, settings.context_partitions, compact) for name in settings.context_topics()]
     specs += [
-        TopicSpec(settings.assets_topic, n, compact),
-        TopicSpec(settings.changes_topic, n, compact),
-        TopicSpec(settings.feedback_topic, n, compact),
         TopicSpec(settings.internal_topic(), n),
         TopicSpec(settings.checkpoint_topic(), n, compact + big + _keep_older_checkpoints(settings)),
         TopicSpec(settings.decisions_topic, n),

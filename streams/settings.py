@@ -174,7 +174,14 @@ class Settings(BaseSettings):
         default=8,
         ge=1,
         description="Partitions of the topics socnoc creates (the internal by-asset topic "
-        "bounds how many workers share the correlation).",
+        "bounds how many workers share the correlation), except the context topics.",
+    )
+    context_partitions: int = Field(
+        default=1,
+        ge=1,
+        description="Partitions of the context topics socnoc creates (`ctx.assets`, "
+        "`ctx.changes`, `ctx.feedback`): low-volume and compacted, and every partition of theirs "
+        "is in each fetch of each decode consumer, records or not.",
     )
     replication_factor: int = Field(
         default=1, ge=1, description="Replication factor of the topics socnoc creates."

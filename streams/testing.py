@@ -3,7 +3,7 @@
 Topic names of one isolated run (`Names`), `socnoc worker` subprocesses (`WorkerProcess`),
 group-less output readers (`Tail`), and topic and consumer-group helpers; broker outages
 are `streams.faultproxy`. Where no broker runs (unit tests, `python -m bench.instructions`),
-`AckingProducer` stands in for the producer. Nothing here is used by the worker itself.
+`AckingProducer` and `NullConsumer` stand in for the clients. Nothing here is used by the worker itself.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ __all__ = [
     "Tail",
     "Produced",
     "AckingProducer",
+    "NullConsumer",
     "ensure_topic_partitions",
     "create_topics",
     "committed_offsets",
@@ -416,6 +417,24 @@ class AckingProducer:
         ack: asyncio.Future[RecordMetadata] = asyncio.get_running_loop().create_future()
         ack.set_result(RecordMetadata(topic, partition, TopicPartition(topic, partition), base, -1, None, None))
         return ack
+
+
+class NullConsumer:
+    """What the stages' record loops ask of `AIOKafkaConsumer` when their records come from
+    elsewhere (a test's, `python -m bench.instructions`'): no high watermark known, pauses and
+    commits that do nothing."""
+
+    def highwater(self, tp: TopicPartition) -> None:
+        return None
+
+    def pause(self, *tps: TopicPartition) -> None:
+        pass
+
+    def resume(self, *tps: TopicPartition) -> None:
+        pass
+
+    async def commit(self, offsets: object) -> None:
+        pass
 
 
 async def ensure_topic_partitions(bootstrap: str, topic: str) -> int:

@@ -286,21 +286,20 @@ def test_compose_socnoc_variables_are_real_settings(monkeypatch: pytest.MonkeyPa
 
 def kafka_init_topics() -> dict[str, tuple[int, tuple[tuple[str, str], ...]]]:
     script = compose()["services"]["kafka-init"]["command"][0]
-    partitions = int(re.search(r"--partitions (\d+)", script).group(1))  # type: ignore[union-attr]
     topics = {}
     for line in script.splitlines():
-        match = re.fullmatch(r"\s*create (\S+)(.*)", line)
+        match = re.fullmatch(r"\s*create (\d+) (\S+)(.*)", line)
         if match:
             configs = tuple(sorted(tuple(c.split("=", 1)) for c in
-                                   re.findall(r"--config (\S+)", match.group(2))))
-            topics[match.group(1)] = (partitions, configs)  # type: ignore[assignment]
+                                   re.findall(r"--config (\S+)", match.group(3))))
+            topics[match.group(2)] = (int(match.group(1)), configs)  # type: ignore[assignment]
     return topics
 
 
 def test_compose_creates_exactly_the_topics_of_the_code() -> None:
     env = socnoc_services()["socnoc-worker-1"]["environment"]
     settings = Settings(kafka_bootstrap="kafka:9092", partitions=int(env["SOCNOC_PARTITIONS"]),
-                        app_id=env["SOCNOC_APP_ID"])
+                        context_partitions=int(env.get("SOCNOC_CONTEXT_PARTITIONS", 1)), app_id=env["SOCNOC_APP_ID"])
     expected = {s.name: (s.partitions, tuple(sorted(s.config))) for s in topic_specs(settings)}
     assert kafka_init_topics() == expected
     assert TOPICS <= set(expected)

@@ -1,28 +1,28 @@
 """One round of the correlate stage (`CorrelateStage._round`) on records handed over from memory,
-with the benchmark's producer stand-in (no broker: the stage's Kafka side is covered by the
-integration tests)."""
+with the clients' stand-ins of `streams.testing` (no broker: the stage's Kafka side is covered
+by the integration tests)."""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry
 
-from bench.instructions import _Consumer, _Producer
 from streams.correlate_stage import CorrelateStage
 from streams.partition import Processor
 from streams.partition_state import PartitionState
 from streams.records import AlertItem, Local, encode_item
 from streams.settings import Settings
+from streams.testing import AckingProducer, NullConsumer
 from streams.worker import Worker
 from tests.streams.test_metrics import value
 from tests.streams.test_partition import alert
 
 
-def _stage(registry: CollectorRegistry) -> tuple[CorrelateStage, _Producer]:
+def _stage(registry: CollectorRegistry) -> tuple[CorrelateStage, AckingProducer]:
     worker = Worker(Settings(partitions=1), registry=registry)
     stage = worker.stages[1]
     assert isinstance(stage, CorrelateStage)
-    producer = _Producer(1)
-    stage._producer, stage._consumer = producer, _Consumer()  # type: ignore[assignment]
+    producer = AckingProducer(1)
+    stage._producer, stage._consumer = producer, NullConsumer()  # type: ignore[assignment]
     stage.owned = {0: PartitionState(0, Processor(stage._new()), 0)}
     return stage, producer
 

@@ -136,6 +136,23 @@ def test_topics_socnoc_creates(monkeypatch: pytest.MonkeyPatch) -> None:
     assert ("min.compaction.lag.ms", "300000") in slow["prod.checkpoints"].config
 
 
+def test_context_topics_are_created_with_their_own_partition_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Context topics are low-volume and in every fetch of the decode consumers: one partition
+    each unless told otherwise; every other topic gets `SOCNOC_PARTITIONS`."""
+    context = {"ctx.assets", "ctx.changes", "ctx.feedback"}
+    specs = {s.name: s.partitions for s in topic_specs(Settings())}
+    assert {name: specs[name] for name in context} == dict.fromkeys(context, 1)
+    assert {n for name, n in specs.items() if name not in context} == {8}
+    monkeypatch.setenv("SOCNOC_CONTEXT_PARTITIONS", "3")
+    monkeypatch.setenv("SOCNOC_PARTITIONS", "12")
+    specs = {s.name: s.partitions for s in topic_specs(Settings())}
+    assert {name: specs[name] for name in context} == dict.fromkeys(context, 3)
+    assert {n for name, n in specs.items() if name not in context} == {12}
+    monkeypatch.setenv("SOCNOC_CONTEXT_PARTITIONS", "0")
+    with pytest.raises(ValidationError):
+        Settings()
+
+
 def test_source_clock_ticks_progress_then_idleness() -> None:
     clock = SourceClock(last_record=100.0, last_tick=100.0)
     assert clock.due(100.5, idle_after=30, quiet_after=10, wall=5e9) is None  # nothing seen yet
