@@ -180,8 +180,8 @@ class Settings(BaseSettings):
         default=1,
         ge=1,
         description="Partitions of the context topics socnoc creates (`ctx.assets`, "
-        "`ctx.changes`, `ctx.feedback`): low-volume and compacted, and every partition of theirs "
-        "is in each fetch of each decode consumer, records or not.",
+        "`ctx.changes`, `ctx.feedback`): low-volume and compacted, and each partition of theirs a "
+        "decode consumer is assigned goes into every one of its fetches, records or not.",
     )
     replication_factor: int = Field(
         default=1, ge=1, description="Replication factor of the topics socnoc creates."

@@ -286,6 +286,8 @@ def test_compose_socnoc_variables_are_real_settings(monkeypatch: pytest.MonkeyPa
 
 def kafka_init_topics() -> dict[str, tuple[int, tuple[tuple[str, str], ...]]]:
     script = compose()["services"]["kafka-init"]["command"][0]
+    # the helper creates each topic with the partition count its line gives
+    assert 'local partitions="$$1"' in script and '--partitions "$$partitions"' in script
     topics = {}
     for line in script.splitlines():
         match = re.fullmatch(r"\s*create (\d+) (\S+)(.*)", line)
@@ -298,8 +300,10 @@ def kafka_init_topics() -> dict[str, tuple[int, tuple[tuple[str, str], ...]]]:
 
 def test_compose_creates_exactly_the_topics_of_the_code() -> None:
     env = socnoc_services()["socnoc-worker-1"]["environment"]
+    given = env.get("SOCNOC_CONTEXT_PARTITIONS")  # (unset: the code's default)
+    context = {"context_partitions": int(given)} if given is not None else {}
     settings = Settings(kafka_bootstrap="kafka:9092", partitions=int(env["SOCNOC_PARTITIONS"]),
-                        context_partitions=int(env.get("SOCNOC_CONTEXT_PARTITIONS", 1)), app_id=env["SOCNOC_APP_ID"])
+                        app_id=env["SOCNOC_APP_ID"], **context)
     expected = {s.name: (s.partitions, tuple(sorted(s.config))) for s in topic_specs(settings)}
     assert kafka_init_topics() == expected
     assert TOPICS <= set(expected)
