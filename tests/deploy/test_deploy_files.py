@@ -28,6 +28,7 @@ from streams.metrics import (
 )
 from streams.settings import Settings
 from streams.syslog import DEFAULT_PORT as SYSLOG_PORT
+from streams.testing import settings_from_env
 from tests.programs import require_binary
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -300,10 +301,7 @@ def kafka_init_topics() -> dict[str, tuple[int, tuple[tuple[str, str], ...]]]:
 
 def test_compose_creates_exactly_the_topics_of_the_code() -> None:
     env = socnoc_services()["socnoc-worker-1"]["environment"]
-    given = env.get("SOCNOC_CONTEXT_PARTITIONS")  # (unset: the code's default)
-    context = {"context_partitions": int(given)} if given is not None else {}
-    settings = Settings(kafka_bootstrap="kafka:9092", partitions=int(env["SOCNOC_PARTITIONS"]),
-                        app_id=env["SOCNOC_APP_ID"], **context)
+    settings = settings_from_env({key: str(value) for key, value in env.items()})  # (what the worker builds)
     expected = {s.name: (s.partitions, tuple(sorted(s.config))) for s in topic_specs(settings)}
     assert kafka_init_topics() == expected
     assert TOPICS <= set(expected)
