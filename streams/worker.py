@@ -251,10 +251,12 @@ def configure_logging(level: str = "INFO") -> None:
 # in a 95k-alert e2e run, 32 young collections of ~9 ms each, ~5% of the worker's CPU, and
 # 1.4% in 300k alerts of `bench.instructions`' stages workload (6 ms each). At 100,000 none
 # ran in either (the count is allocations less deallocations: what a batch allocates and
-# frees again stays below it); what does build up (state, cycles) is collected
-# as before, 100,000 objects later at most. Everything loaded at start (modules, rules,
-# settings) is moved out of the collector's reach first: later full collections no longer
-# walk it.
+# frees again stays below it; none in 1M alerts of a steady state either, stop 31); what
+# does build up (state, cycles) is collected 100,000 objects later at most. While the state
+# grows (200,000 new assets), every setting tried stalls: at 100,000, young collections of
+# 13-103 ms and a middle one of 264-360 ms; at 10,000, middle ones up to 133 ms and a full one
+# of 481 ms (bench/HISTORY.md, stop 31). Everything loaded at start (modules, rules, settings)
+# is moved out of the collector's reach first: later full collections no longer walk it.
 GC_THRESHOLDS = (100_000, 10, 10)
 
 
