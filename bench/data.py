@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +34,7 @@ __all__ = [
     "kafka_records",
     "Records",
     "KAFKA_MAP",
+    "storm_records",
     "COLUMNS",
 ]
 
@@ -169,19 +170,32 @@ KAFKA_MAP = "id=id,time=time,asset=host,ip=ip,signature=short,title=name,source=
 
 def kafka_records(base: BaseData, first: int, count: int, *, run: str) -> Records:
     """Rows `first`..`first + count` of the synthetic stream as JSON records with ids `<run>:<n>`."""
+    rows = itertools.islice(synthetic_rows(base, first + count), first, None)
+    return _records(enumerate(rows, start=first), run, base.start)
+
+
+def storm_records(base: BaseData, assets: int, per_asset: int, *, run: str) -> Records:
+    """A storm of new assets as JSON records (ids `<run>:<n>`): `per_asset` real alerts on each
+    of `assets` hosts never seen before, all within ten minutes of event time (the rows of
+    `state_probe_rows`), so every asset still has alerts waiting in its window at the end."""
+    return _records(enumerate(state_probe_rows(base, assets, per_asset)), run, base.end)
+
+
+def _records(rows: Iterable[tuple[int, tuple[str, ...]]], run: str, start: float) -> Records:
     adapter = AitAdsAdapter()
     ids: list[str] = []
     values: list[bytes] = []
     keys: list[bytes] = []
-    last = base.start
-    for n, row in enumerate(itertools.islice(synthetic_rows(base, first + count), first, None), start=first):
+    last = start
+    for n, row in rows:
         alert_id = f"{run}:{n}"
         parsed = adapter.parse(join_cells(row).encode(), ParseContext(record_id=alert_id))[0]
         if not isinstance(parsed, Alert):
-            raise ValueError(f"synthetic row {n} is not an alert: {parsed.error}")
+            raise ValueError(f"row {n} is not an alert: {parsed.error}")
+        when = float(row[0])
         obj = {
             "id": alert_id,
-            "time": int(row[0]),
+            "time": int(when) if when.is_integer() else when,
             "host": row[3],
             "ip": row[2],
             "short": row[4],
@@ -192,13 +206,13 @@ def kafka_records(base: BaseData, first: int, count: int, *, run: str) -> Record
         ids.append(alert_id)
         values.append(orjson.dumps(obj))
         keys.append(row[3].encode())
-        last = int(row[0])
+        last = max(last, when)
     # A live stream's event time keeps moving; a finite run's would stop with alerts still
     # waiting in open windows. One more alert two days later closes them (like the end of
     # a replay), so every input of the run gets its decision.
     closing = {
         "id": f"{run}:end",
-        "time": last + 2 * DAY,
+        "time": int(last) + 2 * DAY,
         "host": "bench-end-of-run",
         "ip": "",
         "short": "BENCH-END",

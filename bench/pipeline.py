@@ -619,8 +619,13 @@ class KafkaBench:
         """Every process of the current worker(s) is running."""
         return all(w.alive() for w in (self._worker, self._decoder) if w is not None)
 
-    def workers_log(self) -> str:
-        return "\n".join(w.log_tail() for w in (self._decoder, self._worker) if w is not None)
+    async def worker_checkpoints(self) -> tuple[int, float] | None:
+        """The running worker's checkpoints so far and their mean pause (ms), from /metrics."""
+        return await self._worker.checkpoint_pauses() if self._worker is not None else None
+
+    def workers_log(self, chars: int = 3000) -> str:
+        """The end of the running workers' logs (`chars` of each)."""
+        return "\n".join(w.log_tail(chars) for w in (self._decoder, self._worker) if w is not None)
 
     def stop_worker(self) -> None:
         """Stop the worker(s); the peak RSS recorded is that of the process running the engine."""

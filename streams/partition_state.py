@@ -19,7 +19,14 @@ from schemas.models import IncidentKind
 from streams.checkpoints import MemoryPlan, MemoryRef, encode_segment
 from streams.partition import Processor, Snapshotter
 
-__all__ = ["PartitionState", "phase_kept", "bounded_ends", "encode_inline", "encode_all", "segment"]
+__all__ = [
+    "PartitionState",
+    "phase_kept",
+    "checkpoint_spacing",
+    "bounded_ends", "encode_inline",
+    "encode_all",
+    "segment",
+]
 
 # A checkpoint whose partitions last took less CPU than this to encode is encoded on the event
 # loop: handed to a thread, it waited for the GIL behind the decode stage (the switch interval
@@ -82,6 +89,16 @@ def phase_kept(last: float, now: float, interval: float) -> float:
     if interval <= 0 or now <= last:
         return now
     return last + interval * ((now - last) // interval)
+
+
+def checkpoint_spacing(encode_s: float, interval: float, max_share: float) -> float:
+    """How long after its last checkpoint a partition is due again: `interval`, or longer for
+    a state whose last encoding took `encode_s` CPU seconds, so that encoding takes at most
+    `max_share` of the time (`SOCNOC_CHECKPOINT_MAX_SHARE`). A partition not encoded yet is
+    due after `interval`."""
+    if math.isinf(encode_s) or max_share <= 0:
+        return interval
+    return max(interval, encode_s / max_share)
 
 
 def bounded_ends(st: PartitionState, out_ends: dict[str, int]) -> dict[str, int]:

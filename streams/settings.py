@@ -242,7 +242,20 @@ class Settings(BaseSettings):
     checkpoint_interval: Duration = Field(
         default=timedelta(seconds=5),
         description="How often each partition's correlation state is checkpointed; after a "
-        "crash at most this much input is processed again (without repeating outputs).",
+        "crash at most this much input is processed again (without repeating outputs). A "
+        "partition whose state takes long to encode is checkpointed less often "
+        "(`checkpoint_max_share`).",
+    )
+    checkpoint_max_share: float = Field(
+        default=0.05,
+        gt=0.0,
+        le=1.0,
+        description="The most of its time a partition spends encoding checkpoints: one whose last "
+        "state took d seconds of CPU to encode is checkpointed again d / this later at the "
+        "soonest, and never sooner than `checkpoint_interval`. A state that grows in an alert "
+        "storm (100,000 assets with alerts waiting in their windows: ~4 s to encode on a slow "
+        "core) is then checkpointed every ~80 s instead of pausing the partition most of the "
+        "time; after a crash, that much input is processed again.",
     )
     redelivery_memory: int = Field(
         default=2_000_000,

@@ -35,12 +35,63 @@ pytestmark = pytest.mark.integration
 async def test_checkpoints_reach_the_log_in_order_and_a_stop_writes_the_last(
     names: Names, workers: Callable[..., WorkerProcess], producer: AIOKafkaProducer
 ) -> None:
-    env = names.worker_env(
-        SOCNOC_INPUTS=orjson.dumps({names.alerts: {"format": "aitads"}}).decode(),
-        SOCNOC_CHECKPOINT_INTERVAL="0.4",  # several checkpoints while the alerts go through
-        SOCNOC_IDLE_TIMEOUT="2",  # windows close once the input stops
+    last, caused = await _decide(names, workers, producer)
+    settings = names.settings()
+    snap = snapshotter(settings, worker_context(settings))
+    written = 0
+    pauses: dict[int, set[float]] = {}  # partition -> when its checkpoints were taken
+    for p, newest_first in (await _histories(names, producer)).items():
+        pauses[p] = {c.written_at for c in newest_first[1:-1]}  # (not the first, nor the stop's)
+        offsets = [c.offset for c in newest_first]
+        assert offsets == sorted(offsets, reverse=True), (p, offsets)  # taken order = log order
+        if p in last:  # the stop's checkpoint covers every record that was decided, and loads
+            assert newest_first and newest_first[0].offset > last[p], (p, offsets[:3], last[p])
+            Processor.load(newest_first[0].state or b"", snap)
+        # what a restore relies on: every output caused after a checkpoint's offset is at or
+        # after the output ends it recorded (read ahead of it), so the restore's scan sees it
+        for checkpoint in newest_first:
+            for where, offset, _, src_offset in (c for c in caused if c[2] == p):
+                if src_offset >= checkpoint.offset:
+                    assert offset >= checkpoint.out_ends.get(where, 0), (p, checkpoint.offset, where, offset)
+        written += len(newest_first)
+    assert written > 2 * settings.partitions  # written while processing, not only at the stop
+    # staggered: a pause checkpoints the partitions that are due, not every partition at once
+    shared = set.intersection(*pauses.values())
+    assert len(shared) < min(len(taken) for taken in pauses.values()), pauses
+
+
+async def test_a_partition_whose_state_is_slow_to_encode_is_checkpointed_less_often(
+    names: Names, workers: Callable[..., WorkerProcess], producer: AIOKafkaProducer
+) -> None:
+    """`SOCNOC_CHECKPOINT_MAX_SHARE`: a partition is checkpointed again no sooner than its last
+    encoding's CPU time over the share. At 1/100,000 of the time, every state here (0.1 ms or
+    more to encode) is due ten seconds or more after its first checkpoint, where the same run
+    with the default share checkpoints every 0.4 s (the test above): one checkpoint a partition
+    in the run's few seconds at most, then the stop's, which still covers everything decided."""
+    last, _ = await _decide(names, workers, producer, SOCNOC_CHECKPOINT_MAX_SHARE="0.00001")
+    settings = names.settings()
+    snap = snapshotter(settings, worker_context(settings))
+    for p, newest_first in (await _histories(names, producer)).items():
+        assert len(newest_first[1:-1]) <= 1, (p, [c.offset for c in newest_first])
+        if p in last:
+            assert newest_first[0].offset > last[p]
+            Processor.load(newest_first[0].state or b"", snap)
+
+
+async def _decide(
+    names: Names, workers: Callable[..., WorkerProcess], producer: AIOKafkaProducer, **env: str
+) -> tuple[dict[int, int], list[tuple[str, int, int, int]]]:
+    """3,000 AIT-ADS alerts through a worker checkpointing every 0.4 s, each decided once, then
+    a clean stop: each internal partition's highest offset decided, and each decision's
+    (decisions partition, offset, internal partition, internal offset)."""
+    worker = workers(
+        names.worker_env(
+            SOCNOC_INPUTS=orjson.dumps({names.alerts: {"format": "aitads"}}).decode(),
+            SOCNOC_CHECKPOINT_INTERVAL="0.4",  # several checkpoints while the alerts go through
+            SOCNOC_IDLE_TIMEOUT="2",  # windows close once the input stops
+            **env,
+        )
     )
-    worker = workers(env)
     await worker.wait_partitions()
     _, rows = aitads_rows()
     values = [row for _, row in rows[:3000]]
@@ -59,34 +110,17 @@ async def test_checkpoints_reach_the_log_in_order_and_a_stop_writes_the_last(
             caused.append((f"{record.topic}:{record.partition}", record.offset, *src))
     assert_decided_once(decisions, set(sent))
     assert worker.terminate() == 0
+    return last, caused
 
+
+async def _histories(names: Names, producer: AIOKafkaProducer) -> dict[int, list[Checkpoint]]:
+    """Every partition's checkpoints, newest first."""
     settings = names.settings()
     reader = AIOKafkaConsumer(bootstrap_servers=names.bootstrap, group_id=None, enable_auto_commit=False)
     await reader.start()
     try:
         store = CheckpointStore(reader, producer, topic=settings.checkpoint_topic(), output_topics=[])
-        snap = snapshotter(settings, worker_context(settings))
-        written = 0
-        pauses: dict[int, set[float]] = {}  # partition -> when its checkpoints were taken
-        for p in range(settings.partitions):
-            newest_first = [c async for c in _history(store, p)]
-            pauses[p] = {c.written_at for c in newest_first[1:-1]}  # (not the first, nor the stop's)
-            offsets = [c.offset for c in newest_first]
-            assert offsets == sorted(offsets, reverse=True), (p, offsets)  # taken order = log order
-            if p in last:  # the stop's checkpoint covers every record that was decided, and loads
-                assert newest_first and newest_first[0].offset > last[p], (p, offsets[:3], last[p])
-                Processor.load(newest_first[0].state or b"", snap)
-            # what a restore relies on: every output caused after a checkpoint's offset is at or
-            # after the output ends it recorded (read ahead of it), so the restore's scan sees it
-            for checkpoint in newest_first:
-                for where, offset, _, src_offset in (c for c in caused if c[2] == p):
-                    if src_offset >= checkpoint.offset:
-                        assert offset >= checkpoint.out_ends.get(where, 0), (p, checkpoint.offset, where, offset)
-            written += len(newest_first)
-        assert written > 2 * settings.partitions  # written while processing, not only at the stop
-        # staggered: a pause checkpoints the partitions that are due, not every partition at once
-        shared = set.intersection(*pauses.values())
-        assert len(shared) < min(len(taken) for taken in pauses.values()), pauses
+        return {p: [c async for c in _history(store, p)] for p in range(settings.partitions)}
     finally:
         await reader.stop()
 

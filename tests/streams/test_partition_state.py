@@ -10,7 +10,14 @@ from correlators.config import EngineConfig
 from correlators.engine import Engine
 from streams.checkpoints import MemoryPlan
 from streams.partition import Processor
-from streams.partition_state import PartitionState, bounded_ends, encode_all, encode_inline, phase_kept
+from streams.partition_state import (
+    PartitionState,
+    bounded_ends,
+    checkpoint_spacing,
+    encode_all,
+    encode_inline,
+    phase_kept,
+)
 from streams.records import TickItem
 from tests.streams.test_reorder import _snap
 
@@ -36,6 +43,27 @@ def test_a_forced_checkpoint_before_it_was_due_leaves_the_phase(last: float, now
 
 def test_no_interval_counts_from_now() -> None:
     assert phase_kept(10.0, 31.0, 0.0) == 31.0
+
+
+@pytest.mark.parametrize(
+    ("encode_s", "spacing"),
+    [
+        (math.inf, 5.0),  # never encoded: the interval
+        (0.0003, 5.0),  # a partition that only gets ticks
+        (0.25, 5.0),  # 5% of the interval exactly
+        (0.3, 6.0),  # ~10,000 assets with alerts waiting, on a slow core
+        (4.0, 80.0),  # ~100,000 of them
+    ],
+)
+def test_a_state_slow_to_encode_is_checkpointed_less_often(encode_s: float, spacing: float) -> None:
+    assert checkpoint_spacing(encode_s, 5.0, 0.05) == pytest.approx(spacing)
+
+
+def test_the_share_bounds_the_time_spent_encoding() -> None:
+    for encode_s in (0.001, 0.1, 1.0, 30.0):
+        for share in (0.01, 0.05, 0.5, 1.0):
+            assert encode_s / checkpoint_spacing(encode_s, 5.0, share) <= share + 1e-12
+    assert checkpoint_spacing(10.0, 5.0, 1.0) == 10.0  # all of the time: back to back at worst
 
 
 def test_small_states_are_encoded_on_the_loop_and_large_ones_in_the_thread() -> None:
