@@ -212,7 +212,7 @@ def _records(rows: Iterable[tuple[int, tuple[str, ...]]], run: str, start: float
     # a replay), so every input of the run gets its decision.
     closing = {
         "id": f"{run}:end",
-        "time": int(last) + 2 * DAY,
+        "time": math.ceil(last) + 2 * DAY,
         "host": "bench-end-of-run",
         "ip": "",
         "short": "BENCH-END",

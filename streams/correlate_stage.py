@@ -3,7 +3,8 @@
 Each assigned partition has its own engine (`partition.Processor`). A batch is fed record by
 record and its outputs are produced; their acknowledgements are awaited while the next batch
 is fed (a failed one ends the session, which restores from the checkpoints), and every
-`SOCNOC_CHECKPOINT_INTERVAL` the partition's state is checkpointed with the next offset
+`SOCNOC_CHECKPOINT_INTERVAL` (less often for a state slow to encode) the partition's state is
+checkpointed with the next offset
 (`checkpoints.py`), once every output before it is acknowledged. A partition
 that moves (rebalance) is checkpointed by its old owner before the new one restores it; a
 partition whose owner died is restored from its last checkpoint, its log is processed again
@@ -49,6 +50,7 @@ from streams.partition_state import (
     PartitionState,
     bounded_ends,
     checkpoint_spacing,
+    due_partitions,
     encode_all,
     encode_inline,
     phase_kept,
@@ -702,7 +704,7 @@ class CorrelateStage(Stage):
 
     def _spacing(self, st: PartitionState) -> float:
         """How long after its last checkpoint `st` is due again (`checkpoint_spacing`)."""
-        return checkpoint_spacing(st.encode_s, self._interval, self._max_share)
+        return checkpoint_spacing(st.encode_s, self._interval, self._max_share, self._keep_s / 2)
 
     def _seal_filled(self) -> None:
         """Write the full segments of a partition's redelivery memory as they fill, between
@@ -790,9 +792,7 @@ class CorrelateStage(Stage):
         # them at once (ticks keep every partition dirty). One whose state is slow to encode is
         # due later (`checkpoint_spacing`): in a storm of 100,000 new assets a state took ~4 s
         # to encode, and checkpoints every 5 s left the partition paused nearly all the time.
-        dirty = [
-            st for st in self.owned.values() if st.dirty and (force or now - st.last_checkpoint >= self._spacing(st))
-        ]
+        dirty = due_partitions(self.owned.values(), now, self._interval, self._spacing, force)
         if not dirty:
             if force:
                 await self._written()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +24,9 @@ __all__ = [
     "PartitionState",
     "phase_kept",
     "checkpoint_spacing",
-    "bounded_ends", "encode_inline",
+    "due_partitions",
+    "bounded_ends",
+    "encode_inline",
     "encode_all",
     "segment",
 ]
@@ -91,14 +94,46 @@ def phase_kept(last: float, now: float, interval: float) -> float:
     return last + interval * ((now - last) // interval)
 
 
-def checkpoint_spacing(encode_s: float, interval: float, max_share: float) -> float:
+def checkpoint_spacing(encode_s: float, interval: float, max_share: float, longest: float) -> float:
     """How long after its last checkpoint a partition is due again: `interval`, or longer for
     a state whose last encoding took `encode_s` CPU seconds, so that encoding takes at most
-    `max_share` of the time (`SOCNOC_CHECKPOINT_MAX_SHARE`). A partition not encoded yet is
-    due after `interval`."""
-    if math.isinf(encode_s) or max_share <= 0:
+    `max_share` of the time (`SOCNOC_CHECKPOINT_MAX_SHARE`), but never longer than `longest`
+    (half of what compaction keeps older checkpoints: one to fall back to stays). A partition
+    not encoded yet is due after `interval`."""
+    if math.isinf(encode_s):
         return interval
-    return max(interval, encode_s / max_share)
+    return max(interval, min(encode_s / max_share, longest))
+
+
+def due_partitions(
+    states: Iterable[PartitionState],
+    now: float,
+    interval: float,
+    spacing: Callable[[PartitionState], float],
+    force: bool,
+) -> list[PartitionState]:
+    """The partitions a checkpoint pause takes: the dirty ones that are due by their
+    `spacing` (every dirty one with `force`). Of those whose state is slow to encode (spaced
+    past `interval`) only the most overdue: each of them pauses the stage for as long as it
+    encodes (seconds, for a big state), and off the stagger's grid several could fall due
+    together."""
+    dirty: list[PartitionState] = []
+    first: PartitionState | None = None
+    late = -math.inf
+    for st in states:
+        if not st.dirty:
+            continue
+        wait = spacing(st)
+        if force:
+            dirty.append(st)
+        elif now - st.last_checkpoint >= wait:
+            if wait <= interval:
+                dirty.append(st)
+            elif now - st.last_checkpoint - wait > late:
+                first, late = st, now - st.last_checkpoint - wait
+    if first is not None:
+        dirty.append(first)
+    return dirty
 
 
 def bounded_ends(st: PartitionState, out_ends: dict[str, int]) -> dict[str, int]:

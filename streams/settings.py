@@ -252,10 +252,12 @@ class Settings(BaseSettings):
         le=1.0,
         description="The most of its time a partition spends encoding checkpoints: one whose last "
         "state took d seconds of CPU to encode is checkpointed again d / this later at the "
-        "soonest, and never sooner than `checkpoint_interval`. A state that grows in an alert "
-        "storm (100,000 assets with alerts waiting in their windows: ~4 s to encode on a slow "
-        "core) is then checkpointed every ~80 s instead of pausing the partition most of the "
-        "time; after a crash, that much input is processed again.",
+        "soonest, never sooner than `checkpoint_interval`, and never later than half of what "
+        "compaction keeps older checkpoints (ten intervals, a minute at least: one to fall back "
+        "to stays). A state that grows in an alert storm (100,000 assets with alerts waiting in "
+        "their windows: ~4 s to encode on a slow core) is then checkpointed every 30 s instead "
+        "of every 5 s, when the partition was paused most of the time; after a crash, that much "
+        "input is processed again.",
     )
     redelivery_memory: int = Field(
         default=2_000_000,

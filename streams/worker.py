@@ -256,27 +256,8 @@ def configure_logging(level: str = "INFO") -> None:
 # grows (200,000 new assets), every setting tried stalls: at 100,000, young collections of
 # 13-103 ms and a middle one of 264-360 ms; at 10,000, middle ones up to 133 ms and a full one
 # of 481 ms (bench/HISTORY.md, stop 31). Everything loaded at start (modules, rules, settings)
-# is moved out of the collector's reach first: later full collections no longer walk it; and
-# so is whatever survives a collection later (`freeze_survivors`).
+# is moved out of the collector's reach first: later full collections no longer walk it.
 GC_THRESHOLDS = (100_000, 10, 10)
-
-
-def freeze_survivors(phase: str, info: dict[str, int]) -> None:
-    """A `gc.callbacks` hook: after each collection, what survived it is moved out of the
-    collector's reach (`gc.freeze`), so no later collection walks it again.
-
-    What survives is nearly all correlation state (assets, windows, incidents), and that state
-    holds no reference cycle: 200,000 alerts on 100,000 new assets left 0 cyclic objects, and
-    deleting the engine freed its 770,000 objects by reference counting alone (stop 32). Left
-    to the collector, every middle and full collection walked it all again while a storm of
-    new assets grew it: 480 ms for a middle one in 600,000 alerts on 200,000 assets, against
-    none with this hook (young ones, 20-106 ms, are unchanged). Frozen objects are still freed
-    when their count drops to zero; only a cycle that was alive at a collection and becomes
-    garbage later is never collected (the worker makes ~2,000 cyclic objects in 150,000
-    alerts, nearly all gone before any collection runs).
-    """
-    if phase == "stop":
-        gc.freeze()
 
 
 def tune_gc() -> None:
@@ -284,8 +265,6 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
-    if freeze_survivors not in gc.callbacks:
-        gc.callbacks.append(freeze_survivors)
 
 
 async def serve(settings: Settings) -> int:

