@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import math
 import time
 from collections import Counter, deque
 from collections.abc import Coroutine, Iterable
@@ -390,11 +391,21 @@ class CorrelateStage(Stage):
         checkpoints: dict[int, Checkpoint] = {}
 
 
+        took = [math.inf]  # CPU seconds the last load took
+
+        def timed_load(state: bytes, earlier: Earlier | None) -> Processor:
+            began = time.thread_time()
+            try:
+                return Processor.load(state, self._snap, earlier)
+            finally:
+                took[0] = time.thread_time() - began
+
         async def load(state: bytes, earlier: Earlier | None) -> Processor:
-            return await asyncio.to_thread(Processor.load, state, self._snap, earlier)
+            return await asyncio.to_thread(timed_load, state, earlier)
 
         for p in partitions:
             # the newest checkpoint that loads; corrupt ones are passed over (logged, counted)
+            took[0] = math.inf
             checkpoint, loaded = await store.restore(
                 p,
                 int(begins[TopicPartition(self._topic, p)]),
@@ -406,6 +417,10 @@ class CorrelateStage(Stage):
             restored[p] = PartitionState(p, processor, checkpoint.offset)
             if loaded is not None:
                 restored[p].memory = list(checkpoint.memory)
+                # Until its first checkpoint measures it, its encoding is taken to cost what its
+                # restore did (more, as measured: 9.9 s against 3.8-4.0 for 100,000 assets), so a
+                # big state is not encoded again one interval after it was restored.
+                restored[p].encode_s = took[0]
             restored[p].retired = list(checkpoint.retired)
             restored[p].open = {
                 i.incident_id: i.kind

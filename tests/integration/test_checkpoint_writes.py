@@ -35,7 +35,7 @@ pytestmark = pytest.mark.integration
 async def test_checkpoints_reach_the_log_in_order_and_a_stop_writes_the_last(
     names: Names, workers: Callable[..., WorkerProcess], producer: AIOKafkaProducer
 ) -> None:
-    last, caused = await _decide(names, workers, producer)
+    last, caused, _ = await _decide(names, workers, producer)
     settings = names.settings()
     snap = snapshotter(settings, worker_context(settings))
     written = 0
@@ -69,7 +69,7 @@ async def test_a_partition_whose_state_is_slow_to_encode_is_checkpointed_less_of
     first checkpoint, where the same run with the default share checkpoints every 0.4 s (the
     test above; 6 a partition with a share of 1): one checkpoint a partition in the run's few
     seconds at most, then the stop's, which still covers everything decided."""
-    last, _ = await _decide(names, workers, producer, SOCNOC_CHECKPOINT_MAX_SHARE="0.00000001")
+    last, _, _ = await _decide(names, workers, producer, {"SOCNOC_CHECKPOINT_MAX_SHARE": "0.00000001"})
     settings = names.settings()
     snap = snapshotter(settings, worker_context(settings))
     for p, newest_first in (await _histories(names, producer)).items():
@@ -79,28 +79,52 @@ async def test_a_partition_whose_state_is_slow_to_encode_is_checkpointed_less_of
             Processor.load(newest_first[0].state or b"", snap)
 
 
+async def test_a_restored_partition_counts_its_restore_as_its_encoding_cost(
+    names: Names, workers: Callable[..., WorkerProcess], producer: AIOKafkaProducer
+) -> None:
+    """Until its first checkpoint measures it, a restored partition's encoding is taken to cost
+    what its restore did: at a share of 1/100,000,000 a second worker, restoring what the first
+    left at its stop, writes no checkpoint before its own stop's, where a partition not measured
+    yet would be due one interval (0.4 s) after the restore, while its alerts go through."""
+    share = {"SOCNOC_CHECKPOINT_MAX_SHARE": "0.00000001"}
+    _, _, earlier = await _decide(names, workers, producer, share)
+    before = {p: len(history) for p, history in (await _histories(names, producer)).items()}
+    last, _, _ = await _decide(names, workers, producer, share, first=3000, earlier=earlier)
+    for p, newest_first in (await _histories(names, producer)).items():
+        assert len(newest_first) - before[p] <= 1, (p, before[p], [c.offset for c in newest_first])
+        if p in last:  # the stop's, which covers everything decided
+            assert newest_first[0].offset > last[p]
+
+
 async def _decide(
-    names: Names, workers: Callable[..., WorkerProcess], producer: AIOKafkaProducer, **env: str
-) -> tuple[dict[int, int], list[tuple[str, int, int, int]]]:
-    """3,000 AIT-ADS alerts through a worker checkpointing every 0.4 s, each decided once, then
-    a clean stop: each internal partition's highest offset decided, and each decision's
-    (decisions partition, offset, internal partition, internal offset)."""
+    names: Names,
+    workers: Callable[..., WorkerProcess],
+    producer: AIOKafkaProducer,
+    env: dict[str, str] | None = None,
+    first: int = 0,
+    earlier: frozenset[str] = frozenset(),
+) -> tuple[dict[int, int], list[tuple[str, int, int, int]], frozenset[str]]:
+    """3,000 AIT-ADS alerts (from row `first` on) through a worker checkpointing every 0.4 s,
+    each decided once, then a clean stop: each internal partition's highest offset decided,
+    each decision's (decisions partition, offset, internal partition, internal offset), and the
+    alerts' ids. The decisions of `earlier` alerts (an earlier run's) are on the topic already."""
     worker = workers(
         names.worker_env(
             SOCNOC_INPUTS=orjson.dumps({names.alerts: {"format": "aitads"}}).decode(),
             SOCNOC_CHECKPOINT_INTERVAL="0.4",  # several checkpoints while the alerts go through
             SOCNOC_IDLE_TIMEOUT="2",  # windows close once the input stops
-            **env,
+            **(env or {}),
         )
     )
     await worker.wait_partitions()
     _, rows = aitads_rows()
-    values = [row for _, row in rows[:3000]]
+    values = [row for _, row in rows[first : first + 3000]]
     sent: list[str] = []
     async with Tail(names.bootstrap, names.decisions) as tail:
         await produce_paced(producer, names.alerts, values, sent, 1000)
-        await until(lambda: len(tail.records[names.decisions]) >= len(values), 120, "every alert decided", worker)
-        decisions = tail.values(names.decisions)
+        wanted = len(values) + len(earlier)
+        await until(lambda: len(tail.records[names.decisions]) >= wanted, 120, "every alert decided", worker)
+        decisions = [d for d in tail.values(names.decisions) if d["alert_id"] not in earlier]
         # the internal record each decision came from: partition -> highest offset
         last: dict[int, int] = {}
         caused: list[tuple[str, int, int, int]] = []  # (decisions partition, offset, src partition, src offset)
@@ -111,7 +135,7 @@ async def _decide(
             caused.append((f"{record.topic}:{record.partition}", record.offset, *src))
     assert_decided_once(decisions, set(sent))
     assert worker.terminate() == 0
-    return last, caused
+    return last, caused, frozenset(sent)
 
 
 async def _histories(names: Names, producer: AIOKafkaProducer) -> dict[int, list[Checkpoint]]:
