@@ -10,8 +10,8 @@ had to start a new session (a lease lost, a checkpoint that failed: each one res
 checkpoints and processes again). `make bench`'s e2e run has 33 assets; here the state grows
 by the alert, which is what an alert storm does to a worker. The worker runs with its own
 session timeout (10 s), not the benchmark's 3 s: a checkpoint of a storm's state pauses it for
-seconds. Stop 32, with 100,000 assets: stop 31's worker 3,010 alerts/s (its checkpoints, every
-5 s, took ~4 s to encode), 8,173/s with checkpoints spaced by their cost
+seconds. Stop 32, with 100,000 assets: stop 31's worker 2,559-3,010 alerts/s (its checkpoints,
+every 5 s, took ~4 s to encode), 7,927-8,173/s with checkpoints spaced by their cost
 (`SOCNOC_CHECKPOINT_MAX_SHARE`).
 """
 
