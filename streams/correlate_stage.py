@@ -391,7 +391,7 @@ class CorrelateStage(Stage):
         checkpoints: dict[int, Checkpoint] = {}
 
 
-        took = [math.inf]  # CPU seconds the last load took
+        took = [math.inf]  # CPU seconds the last load took (the one restored from, if any)
 
         def timed_load(state: bytes, earlier: Earlier | None) -> Processor:
             began = time.thread_time()
@@ -405,7 +405,6 @@ class CorrelateStage(Stage):
 
         for p in partitions:
             # the newest checkpoint that loads; corrupt ones are passed over (logged, counted)
-            took[0] = math.inf
             checkpoint, loaded = await store.restore(
                 p,
                 int(begins[TopicPartition(self._topic, p)]),

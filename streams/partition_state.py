@@ -123,14 +123,17 @@ def due_partitions(
     for st in states:
         if not st.dirty:
             continue
-        wait = spacing(st)
         if force:
             dirty.append(st)
-        elif now - st.last_checkpoint >= wait:
-            if wait <= interval:
-                dirty.append(st)
-            elif now - st.last_checkpoint - wait > late:
-                first, late = st, now - st.last_checkpoint - wait
+            continue
+        wait = spacing(st)
+        over = now - st.last_checkpoint - wait  # how long it has been due (< 0: not yet)
+        if over < 0:
+            continue
+        if wait <= interval:
+            dirty.append(st)
+        elif over > late:
+            first, late = st, over
     if first is not None:
         dirty.append(first)
     return dirty

@@ -153,6 +153,15 @@ def test_context_topics_are_created_with_their_own_partition_count(monkeypatch: 
         Settings()
 
 
+@pytest.mark.parametrize("bad", ["0", "-0.1", "1.5", "a tenth", ""])
+def test_a_checkpoint_share_outside_0_to_1_is_refused(monkeypatch: pytest.MonkeyPatch, bad: str) -> None:
+    monkeypatch.setenv("SOCNOC_CHECKPOINT_MAX_SHARE", bad)
+    with pytest.raises(ValidationError, match="checkpoint_max_share"):
+        Settings()
+    monkeypatch.setenv("SOCNOC_CHECKPOINT_MAX_SHARE", "1")
+    assert Settings().checkpoint_max_share == 1.0
+
+
 def test_source_clock_ticks_progress_then_idleness() -> None:
     clock = SourceClock(last_record=100.0, last_tick=100.0)
     assert clock.due(100.5, idle_after=30, quiet_after=10, wall=5e9) is None  # nothing seen yet
