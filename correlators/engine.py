@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict
+from collections.abc import Callable
 from datetime import datetime
 from functools import lru_cache
 from typing import Any, Final
@@ -198,12 +199,15 @@ class Engine:
 
         return dump(self, memory_from)
 
-    def snapshot_document(self, memory_from: int | None = None) -> dict[str, Any]:
+    def snapshot_document(
+        self, memory_from: int | None = None, memo: Callable[[dict[str, Any]], object] | None = None
+    ) -> dict[str, Any]:
         """The complete state as a JSON-ready document, for a faster encoder than `json`
-        (`snapshot()` is this document, encoded)."""
+        (`snapshot()` is this document, encoded). `memo`: the encoder's form of a window's
+        document, put in its place and kept until the window changes (`state.document`)."""
         from correlators.state import document
 
-        return document(self, memory_from)
+        return document(self, memory_from, memo)
 
     @classmethod
     def restore(cls, data: bytes, earlier: Earlier | None = None, config: EngineConfig | None = None) -> Engine:
@@ -470,11 +474,11 @@ class Engine:
             return
         window.add(alert, severity, novelty, note)
         for finding in findings:
-            window.findings.append((finding.detail, SEVERITY_WEIGHT[finding.severity] * FIRST_WEIGHT))
+            window.add_finding(finding.detail, SEVERITY_WEIGHT[finding.severity] * FIRST_WEIGHT)
             if finding.tactic:
                 window.add_tactic(finding.tactic)
         if flapping:
-            window.findings.append((f"{alert.signature} flapping on {asset}", self.cfg.open_threshold))
+            window.add_finding(f"{alert.signature} flapping on {asset}", self.cfg.open_threshold)
         factor = self._factor(asset)
         score = window.score(factor)
         if score >= self.cfg.open_threshold:

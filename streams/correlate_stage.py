@@ -48,12 +48,14 @@ from streams.metrics import Metrics
 from streams.outputs import Outputs
 from streams.partition import Processor, Snapshotter
 from streams.partition_state import (
+    PACK_INLINE_BYTES,
     PartitionState,
     bounded_ends,
     checkpoint_spacing,
     due_partitions,
     encode_all,
     encode_inline,
+    packed,
     phase_kept,
     segment,
 )
@@ -881,6 +883,12 @@ class CorrelateStage(Stage):
     ) -> None:
         """The written-behind part of `_checkpoint`."""
         try:
+            # compressed here, after the pause (the stage goes on meanwhile: zlib lets go of
+            # the interpreter), ~0.45 s for 100,000 active assets; before their outputs land
+            if sum(len(c.state or b"") for c in checkpoints) < PACK_INLINE_BYTES:
+                checkpoints = packed(checkpoints)
+            else:
+                checkpoints = await asyncio.to_thread(packed, checkpoints)
             failed = await _landed(sent)
             if failed is not None:
                 raise failed

@@ -31,6 +31,11 @@ RETAIN_MARGIN = timedelta(hours=1)  # resolved incidents kept this long past the
 _OWN = b"S"  # b"P" (pickle) is refused: a checkpoint must not be able to run code
 
 
+def _fragment(doc: dict[str, Any]) -> orjson.Fragment:
+    """A part of a snapshot's document as the JSON orjson embeds as is."""
+    return orjson.Fragment(orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS))
+
+
 def worker_context(settings: Settings) -> Context:
     """Rules from the settings; inventory, changes and feedback arrive on the context topics."""
     rules = tuple(rule for path in settings.rules for rule in load_rules(path))
@@ -65,7 +70,9 @@ def snapshotter(settings: Settings, context: Context) -> Snapshotter:
         document = getattr(correlator, "snapshot_document", None)
         if callable(document):  # the same JSON as snapshot(), encoded by orjson
             try:  # non-string keys become strings, as `json` makes them
-                return _OWN + orjson.dumps(document(*args), option=orjson.OPT_NON_STR_KEYS)
+                # the engine's windows: each one's JSON kept until it changes (`memo`)
+                doc = document(*args, memo=_fragment) if segmented else document(*args)
+                return _OWN + orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS)
             except TypeError:  # a value orjson cannot encode: the correlator's own encoder
                 log.warning("checkpoint state fell back to the standard JSON encoder", exc_info=True)
         own = getattr(correlator, "snapshot", None)

@@ -13,12 +13,12 @@ import asyncio
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from schemas.models import IncidentKind
-from streams.checkpoints import MemoryPlan, MemoryRef, encode_segment
-from streams.partition import Processor, Snapshotter
+from streams.checkpoints import Checkpoint, MemoryPlan, MemoryRef, encode_segment
+from streams.partition import Processor, Snapshotter, pack
 
 __all__ = [
     "PartitionState",
@@ -28,6 +28,8 @@ __all__ = [
     "bounded_ends",
     "encode_inline",
     "encode_all",
+    "packed",
+    "PACK_INLINE_BYTES",
     "segment",
 ]
 
@@ -35,6 +37,8 @@ __all__ = [
 # loop: handed to a thread, it waited for the GIL behind the decode stage (the switch interval
 # is 5 ms), which made a pause of ~5 ms out of well under one (`CorrelateStage._checkpoint`).
 INLINE_ENCODE_S = 0.001
+# States compressed on the event loop up to this size together (~1 ms), in a thread beyond
+PACK_INLINE_BYTES = 1 << 20
 
 
 @dataclass
@@ -163,18 +167,23 @@ def encode_inline(dirty: list[PartitionState], plans: list[MemoryPlan | None]) -
 def encode_all(
     dirty: list[PartitionState], plans: list[MemoryPlan | None], snap: Snapshotter
 ) -> list[tuple[list[tuple[int, int, bytes]], bytes]]:
-    """Each partition's new memory segments and its state, noting the CPU time each took
-    (`encode_s`)."""
+    """Each partition's new memory segments and its state (not compressed yet: `packed`),
+    noting the CPU time each took (`encode_s`)."""
     encoded: list[tuple[list[tuple[int, int, bytes]], bytes]] = []
     for st, plan in zip(dirty, plans, strict=True):
         began = time.thread_time()  # (the thread's own CPU: not its waits for the GIL)
         if plan is None:
-            encoded.append(([], st.processor.dump(snap)))
+            encoded.append(([], st.processor.dump(snap, packed=False)))
         else:
             segments = [(a, b, segment(st, a, b)) for a, b in plan.seal]
-            encoded.append((segments, st.processor.dump(snap, plan.memory_from)))
+            encoded.append((segments, st.processor.dump(snap, plan.memory_from, packed=False)))
         st.encode_s = time.thread_time() - began
     return encoded
+
+
+def packed(checkpoints: list[Checkpoint]) -> list[Checkpoint]:
+    """The checkpoints with their states compressed as `Processor.dump` does (`pack`)."""
+    return [c if c.state is None else replace(c, state=pack(c.state)) for c in checkpoints]
 
 
 def segment(st: PartitionState, start: int, end: int) -> bytes:

@@ -11,15 +11,20 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
+from correlators import state
 from correlators.engine import Engine
 from correlators.types import Earlier
+from correlators.windows import Window
 from schemas.context import Asset, Change, Feedback
+from schemas.models import Alert, Severity
 from streams.correlator import new_correlator, snapshotter, worker_context
 from streams.evaluate import DATASETS
 from streams.replay import load_context
@@ -102,12 +107,85 @@ class _Keyed:
         self._engine = Engine()
         self._extra = extra
 
-    def snapshot_document(self, memory_from: int | None = None) -> dict[str, Any]:
-        return {**self._engine.snapshot_document(memory_from), "extra": self._extra}
+    def snapshot_document(self, memory_from: int | None = None, memo: Any = None) -> dict[str, Any]:
+        return {**self._engine.snapshot_document(memory_from, memo), "extra": self._extra}
 
     def snapshot(self, memory_from: int | None = None) -> bytes:
         document = self.snapshot_document(memory_from)
         return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class _Checkpointed:
+    """An engine checkpointed every `every` alerts while a dataset is replayed through it, each
+    checkpoint held to the JSON the engine's own `snapshot()` writes of the same state."""
+
+    def __init__(self, engine: Any, every: int) -> None:
+        assert isinstance(engine, Engine)
+        self.engine = engine
+        self.every = every
+        self.snap = snapshotter(Settings(), load_context())
+        self.alerts = self.checkpoints = self.encoded = self.reused = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)
+
+    def on_alert(self, alert: Any) -> Any:
+        out = self.engine.on_alert(alert)
+        self.alerts += 1
+        if self.alerts % self.every == 0:
+            self.check()
+        return out
+
+    def check(self) -> None:
+        windows = self.engine._windows
+        before = {asset: w.memo for asset, w in windows.items()}
+        dumped = self.snap.dump(self.engine, None)
+        assert orjson.loads(dumped[1:]) == json.loads(self.engine.snapshot())
+        self.checkpoints += 1
+        for asset, w in windows.items():
+            assert w.memo is not None
+            if w.memo is before.get(asset):
+                self.reused += 1
+            else:
+                self.encoded += 1
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_a_window_is_encoded_again_only_once_it_changed(name: str, tmp_path: Path) -> None:
+    """Checkpoints keep each window's JSON until the window changes (`Window.memo`): every
+    checkpoint taken along a whole dataset is still exactly the engine's state, and windows
+    that stayed the same between two were not encoded again."""
+    every = _EVERY.get(name, 40)
+    run = replay_bundled(name, tmp_path, lambda engine: _Checkpointed(engine, every))
+    run.check()  # (after the end of input: windows flushed)
+    assert run.checkpoints > 20
+    if name in _KEEPS:
+        assert run.encoded > 0 and run.reused > 0, "no window was kept from one checkpoint to the next"
+
+
+# Alerts between two checkpoints (the two big datasets: ~45,000 alerts each); the datasets
+# where windows stay open unchanged across checkpoints (in the others, a window's asset has
+# another alert before the next checkpoint, or an incident takes its alerts at once)
+_EVERY = {"aitads": 250, "huawei": 2000}
+_KEEPS = frozenset({"aitads"})
+
+
+def test_every_change_to_a_window_drops_what_was_encoded_of_it() -> None:
+    window = Window("web-1", start=0.0, last=0.0)
+    alert = Alert.model_validate(
+        {"id": "a-1", "source": "ids", "domain": "security", "time": "2026-01-01T00:00:00Z", "asset": "web-1",
+         "signature": "scan", "tactics": ["discovery"]}
+    )
+    changes: list[Callable[[], None]] = [
+        lambda: window.add(alert, Severity.MEDIUM, 1.0, "new"),
+        lambda: window.add_tactic("execution"),
+        lambda: window.add_finding("rule x", 2.0),
+    ]
+    for change in changes:
+        window.memo = kept = object()
+        change()
+        assert window.memo is None and kept is not None
+    assert state._window(window)["findings"] == [["rule x", 2.0]]
 
 
 def test_non_string_keys_are_written_as_json_writes_them() -> None:

@@ -8,8 +8,9 @@ import pytest
 
 from correlators.config import EngineConfig
 from correlators.engine import Engine
-from streams.checkpoints import MemoryPlan
-from streams.partition import Processor
+from schemas.errors import SnapshotError
+from streams.checkpoints import Checkpoint, MemoryPlan
+from streams.partition import Processor, pack
 from streams.partition_state import (
     PartitionState,
     bounded_ends,
@@ -17,6 +18,7 @@ from streams.partition_state import (
     due_partitions,
     encode_all,
     encode_inline,
+    packed,
     phase_kept,
 )
 from streams.records import TickItem
@@ -108,7 +110,8 @@ def test_small_states_are_encoded_on_the_loop_and_large_ones_in_the_thread() -> 
     for st in quiet:
         st.processor.feed(TickItem("in:0", 1.7e9))
     encoded = encode_all(quiet, [None, None, None], _snap())
-    assert [Processor.load(state, _snap()).watermark for _, state in encoded] == [1.7e9] * 3
+    # (compressed after the pause, when written: `packed`)
+    assert [Processor.load(pack(state), _snap()).watermark for _, state in encoded] == [1.7e9] * 3
     assert all(0 < st.encode_s < math.inf for st in quiet)  # each one's CPU time, measured
     for st in quiet:
         st.encode_s = 0.0003  # (a tick-only partition took ~0.26 ms here, compiled)
@@ -117,6 +120,22 @@ def test_small_states_are_encoded_on_the_loop_and_large_ones_in_the_thread() -> 
     assert not encode_inline(quiet, [None, sealing, None])  # segments to seal: the thread
     quiet[0].encode_s = 0.002  # one of them has grown: the thread again
     assert not encode_inline(quiet, [None] * 3)
+
+
+def test_checkpoints_are_compressed_after_their_pause() -> None:
+    """`encode_all` (the pause) leaves the states as they are; `packed` (written behind)
+    compresses them into what a restore loads."""
+    st = PartitionState(0, Processor(Engine(EngineConfig())), 0)
+    st.processor.feed(TickItem("in:0", 1.7e9))
+    [(_, plain)] = encode_all([st], [None], _snap())
+    with pytest.raises(SnapshotError):
+        Processor.load(plain, _snap())
+    empty = Checkpoint(1, 0, {}, None)
+    full, untouched = packed([Checkpoint(0, 7, {"out:0": 3}, plain, 1.0), empty])
+    assert untouched is empty
+    assert full.state is not None and len(full.state) < len(plain)
+    assert (full.offset, full.out_ends, full.written_at) == (7, {"out:0": 3}, 1.0)
+    assert Processor.load(full.state, _snap()).watermark == 1.7e9
 
 
 def _restored(next_offset: int, suppress_until: int) -> PartitionState:
