@@ -98,6 +98,25 @@ def _tail(bootstrap: str, topic: str, offsets: dict[int, int], on_batch: Callabl
     return reader
 
 
+
+@dataclass
+class PauseHistogram:
+    """A worker's checkpoint pauses: how many, their total, and the cumulative count at each
+    bucket's upper bound (seconds)."""
+
+    count: int = 0
+    total_s: float = 0.0
+    buckets: dict[float, int] = field(default_factory=dict)
+
+    def longest_le_s(self) -> float | None:
+        """The smallest bucket bound no pause went over (None: no pause, or one past the last)."""
+        within = [le for le, n in sorted(self.buckets.items()) if n >= self.count and le != math.inf]
+        return within[0] if self.count and within else None
+
+    def over(self, seconds: float) -> int:
+        """Pauses longer than `seconds` (a bucket bound)."""
+        return self.count - self.buckets.get(seconds, self.count)
+
 class _Child:
     """A benchmark child process in its own process group, with its log in a file."""
 
@@ -193,6 +212,13 @@ class WorkerProcess(_Child):
 
     async def checkpoint_pauses(self) -> tuple[int, float] | None:
         """How many checkpoints this worker took and their mean pause (ms), from /metrics."""
+        found = await self.checkpoint_histogram()
+        if found is None or not found.count:
+            return None
+        return found.count, found.total_s / found.count * 1000
+
+    async def checkpoint_histogram(self) -> PauseHistogram | None:
+        """This worker's checkpoint pauses so far (`socnoc_checkpoint_duration_seconds`)."""
         try:
             async with aiohttp.ClientSession() as session:
                 url = f"http://127.0.0.1:{self.port}/metrics"
@@ -200,14 +226,18 @@ class WorkerProcess(_Child):
                     text = await resp.text()
         except (aiohttp.ClientError, TimeoutError):
             return None
-        values = {
-            sample.name: sample.value
-            for family in text_string_to_metric_families(text)
-            if family.name == "socnoc_checkpoint_duration_seconds"
-            for sample in family.samples
-        }
-        count = int(values.get("socnoc_checkpoint_duration_seconds_count", 0))
-        return (count, values["socnoc_checkpoint_duration_seconds_sum"] / count * 1000) if count else None
+        found = PauseHistogram()
+        for family in text_string_to_metric_families(text):
+            if family.name != "socnoc_checkpoint_duration_seconds":
+                continue
+            for sample in family.samples:
+                if sample.name.endswith("_count"):
+                    found.count = int(sample.value)
+                elif sample.name.endswith("_sum"):
+                    found.total_s = sample.value
+                elif sample.name.endswith("_bucket"):
+                    found.buckets[float(sample.labels["le"])] = int(sample.value)
+        return found
 
     async def wait_ready(
         self, internal_partitions: int, timeout_s: float = 90.0, stages: tuple[str, ...] = ("decode", "correlate")
@@ -619,9 +649,9 @@ class KafkaBench:
         """Every process of the current worker(s) is running."""
         return all(w.alive() for w in (self._worker, self._decoder) if w is not None)
 
-    async def worker_checkpoints(self) -> tuple[int, float] | None:
-        """The running worker's checkpoints so far and their mean pause (ms), from /metrics."""
-        return await self._worker.checkpoint_pauses() if self._worker is not None else None
+    async def worker_checkpoints(self) -> PauseHistogram | None:
+        """The running worker's checkpoint pauses so far, from /metrics."""
+        return await self._worker.checkpoint_histogram() if self._worker is not None else None
 
     def workers_log(self, chars: int = 3000) -> str:
         """The end of the running workers' logs (`chars` of each)."""

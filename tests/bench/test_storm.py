@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import orjson
 import pytest
 
 from bench.data import load_base, storm_records
+from bench.pipeline import PauseHistogram
 from bench.storm import main
+from streams.metrics import CHECKPOINT_BUCKETS
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +26,17 @@ def test_a_storm_of_new_assets_goes_through_the_worker(tmp_path: Path, capsys: p
     assert result["session_restarts"] == 0
     # (a short run may end before any partition is due: the count and the mean pause agree)
     assert (result["checkpoints"] == 0) == (result["checkpoint_pause_ms"] is None)
+    if result["checkpoints"]:
+        assert result["checkpoint_pause_total_s"] >= 0 and result["checkpoint_pauses_over_1s"] == 0
+        assert result["checkpoint_pause_longest_le_s"] in CHECKPOINT_BUCKETS
     assert (tmp_path / "tansu.log").exists()
+
+
+def test_pauses_are_read_off_the_histogram() -> None:
+    pauses = PauseHistogram(3, 2.3, {0.25: 1, 0.5: 1, 1.0: 2, 2.5: 3, 5.0: 3, math.inf: 3})
+    assert pauses.longest_le_s() == 2.5 and pauses.over(1.0) == 1 and pauses.over(0.25) == 2
+    assert PauseHistogram(1, 30.0, {10.0: 0, math.inf: 1}).longest_le_s() is None  # past the last bound
+    assert PauseHistogram().longest_le_s() is None and PauseHistogram().over(1.0) == 0
 
 
 def test_the_storm_puts_each_alert_on_a_host_of_its_own_and_ends_past_the_windows() -> None:
