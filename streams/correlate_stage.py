@@ -883,15 +883,16 @@ class CorrelateStage(Stage):
     ) -> None:
         """The written-behind part of `_checkpoint`."""
         try:
+            failed = await _landed(sent)
+            if failed is not None:
+                raise failed
             # compressed here, after the pause (the stage goes on meanwhile: zlib lets go of
-            # the interpreter), ~0.45 s for 100,000 active assets; before their outputs land
+            # the interpreter), ~0.45 s for 100,000 active assets; once the outputs before
+            # them landed (a failure here leaves none of them unawaited)
             if sum(len(c.state or b"") for c in checkpoints) < PACK_INLINE_BYTES:
                 checkpoints = packed(checkpoints)
             else:
                 checkpoints = await asyncio.to_thread(packed, checkpoints)
-            failed = await _landed(sent)
-            if failed is not None:
-                raise failed
             # All in one round trip, each acknowledged before this returns: the checkpoints;
             # the segments sealed now (this checkpoint's state still holds their ids: the next
             # one refers to them, by the offsets acknowledged here); and the deletion of

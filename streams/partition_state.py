@@ -37,8 +37,9 @@ __all__ = [
 # loop: handed to a thread, it waited for the GIL behind the decode stage (the switch interval
 # is 5 ms), which made a pause of ~5 ms out of well under one (`CorrelateStage._checkpoint`).
 INLINE_ENCODE_S = 0.001
-# States compressed on the event loop up to this size together (~1 ms), in a thread beyond
-PACK_INLINE_BYTES = 1 << 20
+# States compressed on the event loop up to this size together (~1.5 ms: zlib level 1 took
+# ~6 ms a MB here), in a thread beyond
+PACK_INLINE_BYTES = 1 << 18
 
 
 @dataclass
