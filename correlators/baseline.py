@@ -9,7 +9,8 @@ so an idle asset's whole baseline can be evicted at once.
 from __future__ import annotations
 
 import math
-from typing import Final
+from collections.abc import Callable
+from typing import Any, Final
 
 __all__ = ["SignatureStats", "Baseline", "Familiarity"]
 
@@ -38,6 +39,10 @@ class SignatureStats:
         if now <= self.last:
             return self.count
         return self.count * math.exp(-_LN2 * (now - self.last) / half_life)
+
+
+def _export(sigs: dict[str, SignatureStats]) -> dict[str, Any]:
+    return {sig: [s.count, s.last, s.first, s.hours, s.total] for sig, s in sigs.items()}
 
 
 class Familiarity:
@@ -75,6 +80,9 @@ class Baseline:
         self._routine = routine_count
         self._stats: dict[str, dict[str, SignatureStats]] = {}
         self._assets_with: dict[str, int] = {}
+        # a snapshot encoder's form of each asset's export, until the asset's stats change
+        # (`export(memo)`; as `Window.memo`)
+        self._memo: dict[str, object] = {}
 
     def familiarity(self, asset: str, signature: str, now: float) -> Familiarity:
         """Familiarity before counting the current alert."""
@@ -98,6 +106,9 @@ class Baseline:
 
     def observe(self, asset: str, signature: str, now: float) -> None:
         """Count one occurrence."""
+        memo = self._memo
+        if memo:
+            memo.pop(asset, None)
         per_asset = self._stats.get(asset)
         if per_asset is None:
             per_asset = self._stats[asset] = {}
@@ -117,6 +128,7 @@ class Baseline:
 
     def forget_asset(self, asset: str) -> int:
         """Drop an asset's statistics (idle-state eviction); returns signatures removed."""
+        self._memo.pop(asset, None)
         per_asset = self._stats.pop(asset, None)
         if not per_asset:
             return 0
@@ -137,13 +149,24 @@ class Baseline:
 
     def export(self) -> dict[str, dict[str, list[float]]]:
         """Plain data for snapshots: asset -> signature -> [count, last, first, hours, total]."""
-        return {
-            asset: {sig: [s.count, s.last, s.first, s.hours, s.total] for sig, s in sigs.items()}
-            for asset, sigs in self._stats.items()
-        }
+        return {asset: _export(sigs) for asset, sigs in self._stats.items()}
+
+    def export_memo(self, memo: Callable[[dict[str, Any]], object]) -> dict[str, object]:
+        """`export()` with each asset's data in the form `memo` makes of it, made again only
+        for the assets whose stats changed since (in a storm of 100,000 new assets, exporting
+        and encoding the baselines was 0.25 s of every checkpoint)."""
+        held = self._memo
+        out: dict[str, object] = {}
+        for asset, sigs in self._stats.items():
+            value = held.get(asset)
+            if value is None:
+                value = held[asset] = memo(_export(sigs))
+            out[asset] = value
+        return out
 
     def load(self, data: dict[str, dict[str, list[float]]]) -> None:
         """Replace the state with an `export()`."""
+        self._memo = {}
         self._stats = {
             asset: {
                 sig: SignatureStats(float(v[0]), float(v[1]), float(v[2]), int(v[3]), int(v[4]))

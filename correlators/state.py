@@ -13,8 +13,8 @@ import math
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import asdict, fields
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any, NoReturn
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from correlators.config import EngineConfig
 from correlators.lifecycle import IncidentState
@@ -23,7 +23,7 @@ from correlators.types import Earlier
 from correlators.windows import Evidence, Waiting, Window
 from schemas.context import Asset, Change, Feedback
 from schemas.errors import SnapshotError, SocnocError
-from schemas.models import Alert, Domain, RootCause, Severity, TimelineEntry
+from schemas.models import Alert, Domain, RootCause, Severity, Status, TimelineEntry
 from schemas.rules import parse_rules
 
 if TYPE_CHECKING:
@@ -163,8 +163,7 @@ def _window_from(x: object) -> Window:
     pending: list[Waiting] = []
     for item in _arr(d["pending"], "window.pending"):
         alert, severity = _arr(item, "window.pending[]", 2)
-        # the fields a waiting alert keeps (whole alerts in snapshots of earlier versions)
-        pending.append(Waiting(Alert.model_validate(_obj(alert, "window.pending[].alert")), Severity(severity)))
+        pending.append(_waiting(_obj(alert, "window.pending[].alert"), severity))
     evidence: dict[str, Evidence] = {}
     for key, value in _obj(d["evidence"], "window.evidence").items():
         weight, count, note = _arr(value, "window.evidence[]", 3)
@@ -194,6 +193,43 @@ def _memos(engine: Engine, memo: Callable[[dict[str, Any]], object]) -> list[obj
             held = w.memo = memo(_window(w))
         found.append(held)
     return found
+
+
+# What `Waiting.alert_fields` writes. Read directly (~10x faster than validating an `Alert`:
+# the model was a third of restoring 100,000 assets' windows); anything else (whole alerts in
+# snapshots of earlier versions, a value the direct reading does not take) through the model.
+_WAITING_KEYS: Final = frozenset({"id", "source", "domain", "time", "asset", "signature", "status"})
+_DOMAINS: Final = {d.value: d for d in Domain}
+_STATUSES: Final = {s.value: s for s in Status}
+_SEVERITIES: Final = {s.value: s for s in Severity}
+
+
+def _waiting(d: dict[str, Any], severity: Any) -> Waiting:
+    """A waiting alert from its fields in a snapshot, checked as `Alert` checks them."""
+    level = _SEVERITIES.get(severity) if isinstance(severity, str) else None
+    if level is None:
+        level = Severity(severity)  # (raises what the model would: a corrupt snapshot)
+    if d.keys() == _WAITING_KEYS:
+        alert_id, source, asset, signature, when = d["id"], d["source"], d["asset"], d["signature"], d["time"]
+        domain, status = d["domain"], d["status"]
+        if (
+            _text(alert_id) and _text(source) and _text(asset) and _text(signature)
+            and isinstance(when, str) and isinstance(domain, str) and isinstance(status, str)
+            and domain in _DOMAINS and status in _STATUSES
+        ):
+            try:
+                moment = datetime.fromisoformat(when)
+            except ValueError:
+                moment = None
+            if moment is not None and moment.utcoffset() is not None:
+                return Waiting(alert_id, moment, signature, source, _DOMAINS[domain], _STATUSES[status], level)
+    alert = Alert.model_validate(d)
+    return Waiting(alert.id, alert.time, alert.signature, alert.source, alert.domain, alert.status, level)
+
+
+def _text(x: object) -> bool:
+    """A non-empty string (`Field(min_length=1)`)."""
+    return isinstance(x, str) and len(x) > 0
 
 
 def _incident(i: IncidentState) -> dict[str, Any]:
@@ -292,7 +328,8 @@ def document(
 
     `memo`: an encoder's own form of a window's document (the worker's: its JSON, embedded
     as is), in the document in its place. Kept on the window until the window changes, so a
-    window is encoded once however many checkpoints it stays open through.
+    window is encoded once however many checkpoints it stays open through. The same for each
+    asset's baseline (kept until its stats change).
 
     `memory_from`: the redelivery memory (`seen`) from that position on only; `load` then
     needs the ids before it (`Earlier`). The memory is most of a long-running engine's state
@@ -311,7 +348,7 @@ def document(
         "assets": [a.model_dump(mode="json") for a in engine.identity.assets()],
         "changes": [c.model_dump(mode="json") for c in engine.explainer.changes()],
         "feedback": [f.model_dump(mode="json") for f in engine.explainer.feedback()],
-        "baseline": engine.baseline.export(),
+        "baseline": engine.baseline.export() if memo is None else engine.baseline.export_memo(memo),
         "precedence": engine.precedence.export(),
         "clock": engine._clock if engine._clock != float("-inf") else None,
         "first": engine._first,

@@ -58,13 +58,16 @@ class Waiting:
 
     __slots__ = ("id", "time", "signature", "source", "domain", "status", "severity")
 
-    def __init__(self, alert: Alert, severity: Severity) -> None:
-        self.id: str = alert.id
-        self.time: datetime = alert.time
-        self.signature: str = alert.signature
-        self.source: str = alert.source
-        self.domain: Domain = alert.domain
-        self.status: Status = alert.status
+    def __init__(
+        self, id: str, time: datetime, signature: str, source: str, domain: Domain, status: Status, severity: Severity
+    ) -> None:
+        # (fields, not the alert: a restore makes them from a snapshot without an `Alert`)
+        self.id = id
+        self.time = time
+        self.signature = signature
+        self.source = source
+        self.domain = domain
+        self.status = status
         self.severity = severity  # after severity rules (the alert's own is not needed)
 
     def alert_fields(self, asset: str) -> dict[str, Any]:
@@ -136,7 +139,9 @@ class Window:
     def add(self, alert: Alert, severity: Severity, novelty: float, note: str) -> None:
         """Add a waiting alert with its novelty factor (0 = routine, 1 = never seen)."""
         self.memo = None
-        self.pending.append(Waiting(alert, severity))
+        self.pending.append(
+            Waiting(alert.id, alert.time, alert.signature, alert.source, alert.domain, alert.status, severity)
+        )
         ts = epoch_seconds(alert.time)
         self.last = max(self.last, ts)
         ev = self.evidence.get(alert.signature)

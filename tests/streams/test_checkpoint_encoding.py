@@ -20,6 +20,7 @@ import orjson
 import pytest
 
 from correlators import state
+from correlators.baseline import Baseline
 from correlators.engine import Engine
 from correlators.types import Earlier
 from correlators.windows import Window
@@ -124,7 +125,7 @@ class _Checkpointed:
         self.engine = engine
         self.every = every
         self.snap = snapshotter(Settings(), load_context())
-        self.alerts = self.checkpoints = self.encoded = self.reused = 0
+        self.alerts = self.checkpoints = self.encoded = self.reused = self.baselines_reused = 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.engine, name)
@@ -139,6 +140,7 @@ class _Checkpointed:
     def check(self) -> None:
         windows = self.engine._windows
         before = {asset: w.memo for asset, w in windows.items()}
+        baselines = dict(self.engine.baseline._memo)
         dumped = self.snap.dump(self.engine, None)
         assert orjson.loads(dumped[1:]) == json.loads(self.engine.snapshot())
         self.checkpoints += 1
@@ -148,6 +150,9 @@ class _Checkpointed:
                 self.reused += 1
             else:
                 self.encoded += 1
+        held = self.engine.baseline._memo
+        assert held.keys() == self.engine.baseline._stats.keys()
+        self.baselines_reused += sum(1 for asset, value in held.items() if baselines.get(asset) is value)
 
 
 @pytest.mark.parametrize("name", sorted(DATASETS))
@@ -161,6 +166,7 @@ def test_a_window_is_encoded_again_only_once_it_changed(name: str, tmp_path: Pat
     assert run.checkpoints > 20
     if name in _KEEPS:
         assert run.encoded > 0 and run.reused > 0, "no window was kept from one checkpoint to the next"
+        assert run.baselines_reused > 0, "no asset's baseline was kept from one checkpoint to the next"
 
 
 # Alerts between two checkpoints (the two big datasets: ~45,000 alerts each); the datasets
@@ -186,6 +192,28 @@ def test_every_change_to_a_window_drops_what_was_encoded_of_it() -> None:
         change()
         assert window.memo is None and kept is not None
     assert state._window(window)["findings"] == [["rule x", 2.0]]
+
+
+def test_a_baseline_is_encoded_again_only_once_its_asset_changed() -> None:
+    baseline = Baseline(3600.0, 5.0)
+    for asset in ("web-1", "web-2", "db-1"):
+        baseline.observe(asset, "scan", 100.0)
+    made: list[str] = []
+
+    def memo(data: dict[str, Any]) -> object:
+        made.append(orjson.dumps(data).decode())
+        return orjson.Fragment(made[-1].encode())
+
+    first = baseline.export_memo(memo)
+    assert len(made) == 3 and orjson.loads(orjson.dumps(first)) == baseline.export()
+    baseline.observe("web-2", "login", 200.0)
+    baseline.forget_asset("db-1")
+    second = baseline.export_memo(memo)
+    assert len(made) == 4 and second["web-1"] is first["web-1"] and second["web-2"] is not first["web-2"]
+    assert orjson.loads(orjson.dumps(second)) == baseline.export() and "db-1" not in second
+    baseline.load(baseline.export())  # a state replaced: nothing kept
+    baseline.export_memo(memo)
+    assert len(made) == 6
 
 
 def test_non_string_keys_are_written_as_json_writes_them() -> None:
