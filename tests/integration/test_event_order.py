@@ -22,11 +22,20 @@ from tests.integration.datasets import aitads_rows, host_of, write_csv
 
 pytestmark = pytest.mark.integration
 
+# How long a silent input partition holds the others back, in the two backlog tests: what
+# they prove is the order the reorder buffer restores, and at the default 0.5 s a decoder
+# stalled longer than that on a loaded machine let the others pass it (13 of 20,985 alerts
+# late in one CI run while the machine was also compiling). Their input ends with
+# `end_of_input`, which does not wait for it.
+_STALL_PROOF = "5"
+
 
 async def test_a_backlog_over_four_partitions_is_decided_in_event_time_order(
     names: Names, workers: Callable[..., WorkerProcess], producer: AIOKafkaProducer, tmp_path: Path
 ) -> None:
-    env = names.worker_env(SOCNOC_INPUTS=orjson.dumps({names.alerts: {"format": "aitads"}}).decode())
+    env = names.worker_env(
+        SOCNOC_INPUTS=orjson.dumps({names.alerts: {"format": "aitads"}}).decode(), SOCNOC_ORDER_WAIT=_STALL_PROOF
+    )
     worker = workers(env)
     await worker.wait_partitions()
     # the decoder announces its four partitions before any alert, so not even the first
@@ -44,7 +53,9 @@ async def test_two_decoders_joining_over_a_backlog_decide_it_in_event_time_order
     has delivered: otherwise one decoder's first fetch raced ahead of the other's announcement
     (75 of 20,985 alerts late in one of three runs, stop 9), and a tick of one decoder's
     source moved the clock past the other's held back (185 late in one of three runs here)."""
-    env = names.worker_env(SOCNOC_INPUTS=orjson.dumps({names.alerts: {"format": "aitads"}}).decode())
+    env = names.worker_env(
+        SOCNOC_INPUTS=orjson.dumps({names.alerts: {"format": "aitads"}}).decode(), SOCNOC_ORDER_WAIT=_STALL_PROOF
+    )
     header, rows = aitads_rows()
     for _, row in rows:
         await producer.send(names.alerts, row, key=host_of(row))
