@@ -10,6 +10,7 @@ from __future__ import annotations
 import heapq
 import json
 import math
+import re
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import asdict, fields
@@ -202,6 +203,12 @@ _WAITING_KEYS: Final = frozenset({"id", "source", "domain", "time", "asset", "si
 _DOMAINS: Final = {d.value: d for d in Domain}
 _STATUSES: Final = {s.value: s for s in Status}
 _SEVERITIES: Final = {s.value: s for s in Severity}
+# The form `to_jsonable_python` writes a zoned time in, and only that: `fromisoformat` also
+# takes week dates, basic forms and offsets with seconds (which pydantic and orjson write back
+# rounded to the minute: the time would move with each restore); those go through the model.
+_WRITTEN_TIME: Final = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?(?:Z|[+-][0-9]{2}:[0-9]{2})\Z"
+)
 
 
 def _waiting(d: dict[str, Any], severity: Any) -> Waiting:
@@ -216,20 +223,30 @@ def _waiting(d: dict[str, Any], severity: Any) -> Waiting:
             _text(alert_id) and _text(source) and _text(asset) and _text(signature)
             and isinstance(when, str) and isinstance(domain, str) and isinstance(status, str)
             and domain in _DOMAINS and status in _STATUSES
+            and _WRITTEN_TIME.match(when) is not None
         ):
             try:
                 moment = datetime.fromisoformat(when)
-            except ValueError:
+            except ValueError:  # (a day or hour out of range: the model says so)
                 moment = None
-            if moment is not None and moment.utcoffset() is not None:
+            if moment is not None:
                 return Waiting(alert_id, moment, signature, source, _DOMAINS[domain], _STATUSES[status], level)
     alert = Alert.model_validate(d)
     return Waiting(alert.id, alert.time, alert.signature, alert.source, alert.domain, alert.status, level)
 
 
 def _text(x: object) -> bool:
-    """A non-empty string (`Field(min_length=1)`)."""
-    return isinstance(x, str) and len(x) > 0
+    """A non-empty string (`Field(min_length=1)`) that is valid Unicode (the standard `json`
+    reads lone surrogates, which the model refuses and no encoder writes back)."""
+    if not isinstance(x, str) or not x:
+        return False
+    if x.isascii():
+        return True
+    try:
+        x.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _incident(i: IncidentState) -> dict[str, Any]:

@@ -164,6 +164,7 @@ def _first_waiting(**change: object) -> Callable[[dict[str, Any]], object]:
         _first_waiting(time="yesterday"),
         _first_waiting(time=None),
         _first_waiting(unknown="x"),  # (`Alert` forbids extra keys)
+        _first_waiting(signature="scan\ud800"),  # a lone surrogate: `json` reads it, `Alert` refuses it
         lambda d: d["windows"][0]["pending"][0].__setitem__(1, "apocalyptic"),  # the severity
         lambda d: d["windows"][0]["pending"][0].__setitem__(1, ["high"]),
     ],
@@ -193,6 +194,35 @@ def test_waiting_alerts_keep_their_zone_through_a_restore(busy: bytes) -> None:
 
 
 _ALERT = {"id": "a", "source": "s", "domain": "security", "asset": "h", "signature": "x"}
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        "2022-W04-2T10:00:00+00:00",  # a week date
+        "20220125T100000+0000",  # the basic form
+        "2022-01-25T10+00:00",
+        "2022-01-25T10:00:00+01",
+        "2022-01-25T10:00:00+01:00:30",  # an offset with seconds
+        "2022-01-25T10:00:00.1234567Z",
+        "2022-01-25 10:00:00Z",
+        "2022-01-25T24:00:00Z",
+        "2022-01-32T10:00:00Z",
+    ],
+)
+def test_a_waiting_alert_time_in_another_form_is_read_as_alert_reads_it(when: str, busy: bytes) -> None:
+    """Only the form this version writes is read directly; any other goes through `Alert`,
+    which decides (`datetime.fromisoformat` takes forms it refuses, and reads an offset with
+    seconds that would be written back rounded)."""
+    blob = _edit(busy, _first_waiting(time=when))
+    try:
+        expected = Alert.model_validate({**_ALERT, "time": when}).time
+    except ValueError:
+        with pytest.raises(SnapshotError):
+            Engine.restore(blob)
+        return
+    got = next(iter(Engine.restore(blob)._windows.values())).pending[0].time
+    assert got == expected and got.utcoffset() == expected.utcoffset()
 
 
 # -- the redelivery memory, stored apart; settings of the restarting worker ------------------
