@@ -720,7 +720,7 @@ class CorrelateStage(Stage):
 
     def _spacing(self, st: PartitionState) -> float:
         """How long after its last checkpoint `st` is due again (`checkpoint_spacing`)."""
-        return checkpoint_spacing(st.encode_s, self._interval, self._max_share, self._keep_s / 2)
+        return checkpoint_spacing(st.encode_s, self._interval, self._max_share, self._keep_s / 2, len(self.owned))
 
     def _seal_filled(self) -> None:
         """Write the full segments of a partition's redelivery memory as they fill, between

@@ -99,15 +99,21 @@ def phase_kept(last: float, now: float, interval: float) -> float:
     return last + interval * ((now - last) // interval)
 
 
-def checkpoint_spacing(encode_s: float, interval: float, max_share: float, longest: float) -> float:
+def checkpoint_spacing(
+    encode_s: float, interval: float, max_share: float, longest: float, partitions: int = 1
+) -> float:
     """How long after its last checkpoint a partition is due again: `interval`, or longer for
     a state whose last encoding took `encode_s` CPU seconds, so that encoding takes at most
     `max_share` of the time (`SOCNOC_CHECKPOINT_MAX_SHARE`), but never longer than `longest`
     (half of what compaction keeps older checkpoints: one to fall back to stays). A partition
-    not encoded yet is due after `interval`."""
+    not encoded yet is due after `interval`.
+
+    The share is the stage's, split between the `partitions` it owns: a checkpoint of any of
+    them pauses them all. Per partition, eight big ones kept a worker paused 28-30% of a storm
+    of 300,000 new assets at a share of 5%."""
     if math.isinf(encode_s):
         return interval
-    return max(interval, min(encode_s / max_share, longest))
+    return max(interval, min(encode_s * max(1, partitions) / max_share, longest))
 
 
 def due_partitions(

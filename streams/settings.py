@@ -250,8 +250,9 @@ class Settings(BaseSettings):
         default=0.05,
         gt=0.0,
         le=1.0,
-        description="The most of its time a partition spends encoding checkpoints: one whose last "
-        "state took d seconds of CPU to encode is checkpointed again d / this later at the "
+        description="The most of its time the correlate stage spends encoding checkpoints (each "
+        "one pauses all its partitions): of n partitions it owns, one whose last state took d "
+        "seconds of CPU to encode is checkpointed again d * n / this later at the "
         "soonest, never sooner than `checkpoint_interval`, and never later than half of what "
         "compaction keeps older checkpoints (ten intervals, a minute at least: one to fall back "
         "to stays). A state that grows in an alert storm (100,000 assets with alerts waiting in "
