@@ -98,7 +98,6 @@ def _tail(bootstrap: str, topic: str, offsets: dict[int, int], on_batch: Callabl
     return reader
 
 
-
 @dataclass
 class PauseHistogram:
     """A worker's checkpoint pauses: how many, their total, and the cumulative count at each
@@ -108,6 +107,10 @@ class PauseHistogram:
     total_s: float = 0.0
     buckets: dict[float, int] = field(default_factory=dict)
 
+    def mean_ms(self) -> float | None:
+        """Their mean (None: no pause)."""
+        return self.total_s / self.count * 1000 if self.count else None
+
     def longest_le_s(self) -> float | None:
         """The smallest bucket bound no pause went over (None: no pause, or one past the last)."""
         within = [le for le, n in sorted(self.buckets.items()) if n >= self.count and le != math.inf]
@@ -116,6 +119,7 @@ class PauseHistogram:
     def over(self, seconds: float) -> int:
         """Pauses longer than `seconds` (a bucket bound)."""
         return self.count - self.buckets.get(seconds, self.count)
+
 
 class _Child:
     """A benchmark child process in its own process group, with its log in a file."""
@@ -213,9 +217,8 @@ class WorkerProcess(_Child):
     async def checkpoint_pauses(self) -> tuple[int, float] | None:
         """How many checkpoints this worker took and their mean pause (ms), from /metrics."""
         found = await self.checkpoint_histogram()
-        if found is None or not found.count:
-            return None
-        return found.count, found.total_s / found.count * 1000
+        mean = found.mean_ms() if found is not None else None
+        return None if found is None or mean is None else (found.count, mean)
 
     async def checkpoint_histogram(self) -> PauseHistogram | None:
         """This worker's checkpoint pauses so far (`socnoc_checkpoint_duration_seconds`)."""

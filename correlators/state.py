@@ -24,7 +24,16 @@ from correlators.types import Earlier
 from correlators.windows import Evidence, Waiting, Window
 from schemas.context import Asset, Change, Feedback
 from schemas.errors import SnapshotError, SocnocError
-from schemas.models import Alert, Domain, RootCause, Severity, Status, TimelineEntry
+from schemas.models import (
+    DOMAIN_BY_VALUE,
+    SEVERITY_BY_VALUE,
+    STATUS_BY_VALUE,
+    Alert,
+    Domain,
+    RootCause,
+    Severity,
+    TimelineEntry,
+)
 from schemas.rules import parse_rules
 
 if TYPE_CHECKING:
@@ -200,9 +209,6 @@ def _memos(engine: Engine, memo: Callable[[dict[str, Any]], object]) -> list[obj
 # the model was a third of restoring 100,000 assets' windows); anything else (whole alerts in
 # snapshots of earlier versions, a value the direct reading does not take) through the model.
 _WAITING_KEYS: Final = frozenset({"id", "source", "domain", "time", "asset", "signature", "status"})
-_DOMAINS: Final = {d.value: d for d in Domain}
-_STATUSES: Final = {s.value: s for s in Status}
-_SEVERITIES: Final = {s.value: s for s in Severity}
 # The form `to_jsonable_python` writes a zoned time in, and only that: `fromisoformat` also
 # takes week dates, basic forms and offsets with seconds (which pydantic and orjson write back
 # rounded to the minute: the time would move with each restore); those go through the model.
@@ -213,7 +219,7 @@ _WRITTEN_TIME: Final = re.compile(
 
 def _waiting(d: dict[str, Any], severity: Any) -> Waiting:
     """A waiting alert from its fields in a snapshot, checked as `Alert` checks them."""
-    level = _SEVERITIES.get(severity) if isinstance(severity, str) else None
+    level = SEVERITY_BY_VALUE.get(severity) if isinstance(severity, str) else None
     if level is None:
         level = Severity(severity)  # (raises what the model would: a corrupt snapshot)
     if d.keys() == _WAITING_KEYS:
@@ -222,7 +228,7 @@ def _waiting(d: dict[str, Any], severity: Any) -> Waiting:
         if (
             _text(alert_id) and _text(source) and _text(asset) and _text(signature)
             and isinstance(when, str) and isinstance(domain, str) and isinstance(status, str)
-            and domain in _DOMAINS and status in _STATUSES
+            and domain in DOMAIN_BY_VALUE and status in STATUS_BY_VALUE
             and _WRITTEN_TIME.match(when) is not None
         ):
             try:
@@ -230,9 +236,9 @@ def _waiting(d: dict[str, Any], severity: Any) -> Waiting:
             except ValueError:  # (a day or hour out of range: the model says so)
                 moment = None
             if moment is not None:
-                return Waiting(alert_id, moment, signature, source, _DOMAINS[domain], _STATUSES[status], level)
-    alert = Alert.model_validate(d)
-    return Waiting(alert.id, alert.time, alert.signature, alert.source, alert.domain, alert.status, level)
+                kind, state = DOMAIN_BY_VALUE[domain], STATUS_BY_VALUE[status]
+                return Waiting(alert_id, moment, signature, source, kind, state, level)
+    return Waiting.of(Alert.model_validate(d), level)
 
 
 def _text(x: object) -> bool:

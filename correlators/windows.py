@@ -70,6 +70,11 @@ class Waiting:
         self.status = status
         self.severity = severity  # after severity rules (the alert's own is not needed)
 
+    @staticmethod
+    def of(alert: Alert, severity: Severity) -> Waiting:
+        """The fields of `alert` a waiting alert keeps."""
+        return Waiting(alert.id, alert.time, alert.signature, alert.source, alert.domain, alert.status, severity)
+
     def alert_fields(self, asset: str) -> dict[str, Any]:
         """The kept fields as the JSON of an `Alert` on `asset` (snapshots: `Alert.model_validate` reads it back)."""
         return {
@@ -139,9 +144,7 @@ class Window:
     def add(self, alert: Alert, severity: Severity, novelty: float, note: str) -> None:
         """Add a waiting alert with its novelty factor (0 = routine, 1 = never seen)."""
         self.memo = None
-        self.pending.append(
-            Waiting(alert.id, alert.time, alert.signature, alert.source, alert.domain, alert.status, severity)
-        )
+        self.pending.append(Waiting.of(alert, severity))
         ts = epoch_seconds(alert.time)
         self.last = max(self.last, ts)
         ev = self.evidence.get(alert.signature)

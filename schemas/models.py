@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Final
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -15,6 +15,9 @@ __all__ = [
     "Severity",
     "Domain",
     "Status",
+    "SEVERITY_BY_VALUE",
+    "DOMAIN_BY_VALUE",
+    "STATUS_BY_VALUE",
     "Disposition",
     "IncidentKind",
     "LifecycleEvent",
@@ -57,6 +60,13 @@ class Status(StrEnum):
 
     FIRING = "firing"
     RESOLVED = "resolved"
+
+
+# Each member by its exact value: a dict lookup, where calling the enum takes ~0.5 µs (adapters
+# reading a mapped field, a restore reading waiting alerts)
+SEVERITY_BY_VALUE: Final[dict[str, Severity]] = {s.value: s for s in Severity}
+DOMAIN_BY_VALUE: Final[dict[str, Domain]] = {d.value: d for d in Domain}
+STATUS_BY_VALUE: Final[dict[str, Status]] = {s.value: s for s in Status}
 
 
 class Disposition(StrEnum):

@@ -17,7 +17,7 @@ from typing import Any, Final
 from schemas.adapters.base import ParseContext, epoch_to_datetime
 from schemas.adapters.fields import parse_epoch_text, parse_time_text
 from schemas.errors import BadTimestamp, BadValue, InvalidInput, MapSpecError, MissingField
-from schemas.models import Domain, Severity, Status
+from schemas.models import DOMAIN_BY_VALUE, STATUS_BY_VALUE, Domain, Severity, Status
 from schemas.severity import from_label
 
 __all__ = ["MapSpec", "MAP_FIELDS", "REQUIRED_FIELDS", "Converter", "convert", "converter", "finish"]
@@ -81,13 +81,8 @@ def _severity(value: Any, name: str, ctx: ParseContext | None = None) -> Severit
     return low
 
 
-# the exact values first: a dict lookup, where calling the enum takes ~0.5 µs
-_DOMAINS: Final = {d.value: d for d in Domain}
-_STATUSES: Final = {s.value: s for s in Status}
-
-
 def _domain(value: Any, name: str, ctx: ParseContext | None = None) -> Domain | None:
-    found = _DOMAINS.get(value) if type(value) is str else None
+    found = DOMAIN_BY_VALUE.get(value) if type(value) is str else None
     if found is not None:
         return found
     text = _text(value, name)
@@ -100,7 +95,7 @@ def _domain(value: Any, name: str, ctx: ParseContext | None = None) -> Domain | 
 
 
 def _status(value: Any, name: str, ctx: ParseContext | None = None) -> Status | None:
-    found = _STATUSES.get(value) if type(value) is str else None
+    found = STATUS_BY_VALUE.get(value) if type(value) is str else None
     if found is not None:
         return found
     text = _text(value, name)

@@ -35,6 +35,7 @@ def test_a_storm_of_new_assets_goes_through_the_worker(tmp_path: Path, capsys: p
 def test_pauses_are_read_off_the_histogram() -> None:
     pauses = PauseHistogram(3, 2.3, {0.25: 1, 0.5: 1, 1.0: 2, 2.5: 3, 5.0: 3, math.inf: 3})
     assert pauses.longest_le_s() == 2.5 and pauses.over(1.0) == 1 and pauses.over(0.25) == 2
+    assert pauses.mean_ms() == pytest.approx(2300 / 3) and PauseHistogram().mean_ms() is None
     assert PauseHistogram(1, 30.0, {10.0: 0, math.inf: 1}).longest_le_s() is None  # past the last bound
     assert PauseHistogram().longest_le_s() is None and PauseHistogram().over(1.0) == 0
 
