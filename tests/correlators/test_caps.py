@@ -63,6 +63,33 @@ def test_eviction_stays_cheap_when_most_assets_are_pinned() -> None:
     assert elapsed < 10.0, f"{elapsed:.1f} CPU s for 10k alerts"  # about 30 s before the fix
 
 
+def test_the_oldest_window_closes_early_whatever_happened_since() -> None:
+    """At `max_windows` the window opened first closes early: later alerts on it do not make it
+    younger, windows closed in between leave no trace, and a restore keeps the order."""
+    cfg = replace(EngineConfig(), warmup=timedelta(0), max_windows=3)
+    engine = Engine(cfg)
+    early: list[str] = []
+
+    def push(i: int, asset: str, seconds: float, into: Engine) -> None:
+        for d in _decisions(into.on_alert(_alert(i, asset, seconds=seconds))):
+            if "closed early" in d.reason:
+                early.append(d.alert_id)
+
+    for i, asset in enumerate(["w1", "w2", "w3"]):
+        push(i, asset, i, engine)
+    push(3, "w1", 3, engine)  # busy, yet still the oldest
+    push(4, "w4", 4, engine)
+    assert early == ["a0", "a3"]  # both of w1's alerts
+    push(5, "w2", 5, engine)
+    restored = Engine.restore(engine.snapshot())
+    push(6, "w5", 6, restored)
+    assert early == ["a0", "a3", "a1", "a5"]  # then w2's
+    push(7, "w6", 7, restored)
+    assert early[4:] == ["a2"]  # then w3's
+    assert list(restored._windows) == ["w4", "w5", "w6"]
+    assert restored.stats.windows_closed_early == 3
+
+
 def test_idle_assets_are_forgotten_after_max_idle() -> None:
     cfg = replace(EngineConfig(), max_idle=timedelta(hours=1), session_gap=timedelta(minutes=1))
     engine = Engine(cfg)
