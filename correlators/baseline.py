@@ -12,6 +12,8 @@ import math
 from collections.abc import Callable
 from typing import Any, Final
 
+from correlators.types import PACE
+
 __all__ = ["SignatureStats", "Baseline", "Familiarity"]
 
 _LN2: Final = math.log(2.0)
@@ -164,17 +166,22 @@ class Baseline:
             out[asset] = value
         return out
 
-    def load(self, data: dict[str, dict[str, list[float]]]) -> None:
-        """Replace the state with an `export()`."""
-        self._memo = {}
-        self._stats = {
-            asset: {
+    def load(self, data: dict[str, dict[str, list[float]]], pause: Callable[[], None] | None = None) -> None:
+        """Replace the state with an `export()` (`pause`: called every `PACE` assets, see
+        `correlators.state.load`)."""
+        all_stats: dict[str, dict[str, SignatureStats]] = {}
+        assets_with: dict[str, int] = {}
+        n = 0
+        for asset, sigs in data.items():
+            stats = all_stats[asset] = {
                 sig: SignatureStats(float(v[0]), float(v[1]), float(v[2]), int(v[3]), int(v[4]))
                 for sig, v in sigs.items()
             }
-            for asset, sigs in data.items()
-        }
-        self._assets_with = {}
-        for sigs in self._stats.values():
-            for sig in sigs:
-                self._assets_with[sig] = self._assets_with.get(sig, 0) + 1
+            for sig in stats:
+                assets_with[sig] = assets_with.get(sig, 0) + 1
+            n += 1
+            if pause is not None and n % PACE == 0:
+                pause()
+        self._memo = {}
+        self._stats = all_stats
+        self._assets_with = assets_with

@@ -213,13 +213,22 @@ class Engine:
         return document(self, memory_from, memo)
 
     @classmethod
-    def restore(cls, data: bytes, earlier: Earlier | None = None, config: EngineConfig | None = None) -> Engine:
+    def restore(
+        cls,
+        data: bytes,
+        earlier: Earlier | None = None,
+        config: EngineConfig | None = None,
+        *,
+        parse: Callable[[bytes], Any] | None = None,
+        pause: Callable[[], None] | None = None,
+    ) -> Engine:
         """An engine in the state a `snapshot()` captured. `earlier`: the redelivery memory a
         `snapshot(memory_from)` left out; `config`: settings to run with instead of the ones
-        the snapshot was taken with (a restart with changed settings)."""
+        the snapshot was taken with (a restart with changed settings); `parse` and `pause`:
+        see `correlators.state.load`."""
         from correlators.state import load
 
-        return load(data, earlier, config)
+        return load(data, earlier, config, parse=parse, pause=pause)
 
     # -- redelivery memory: alert ids already decided, numbered in the order remembered --
     def memory_span(self) -> tuple[int, int]:

@@ -12,15 +12,15 @@ import json
 import math
 import re
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, fields
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final, NoReturn
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
 
 from correlators.config import EngineConfig
 from correlators.lifecycle import IncidentState
 from correlators.redelivery import SeenIds
-from correlators.types import Earlier
+from correlators.types import PACE, Earlier
 from correlators.windows import Evidence, Waiting, Window
 from schemas.context import Asset, Change, Feedback
 from schemas.errors import SnapshotError, SocnocError
@@ -39,7 +39,7 @@ from schemas.rules import parse_rules
 if TYPE_CHECKING:
     from correlators.engine import Engine
 
-__all__ = ["dump", "load", "FORMAT"]
+__all__ = ["dump", "load", "FORMAT", "PACE"]
 
 FORMAT = 1
 _LONGEST = 10 * 365 * 86400.0  # longest duration setting accepted (10 years)
@@ -51,6 +51,7 @@ _STATS = (
     "incidents_pruned", "rule_groups_expired", "rule_groups_over_cap",
 )
 _AT_LEAST_ONE = frozenset({"max_windows", "max_rule_groups"})
+_T = TypeVar("_T")
 # the settings that may be None, with the type they have otherwise
 _OPTIONAL_SETTINGS: dict[str, type] = {"precedence_min_lift": float, "retain_resolved": timedelta}
 
@@ -391,13 +392,24 @@ def document(
     return doc
 
 
-def load(data: bytes, earlier: Earlier | None = None, config: EngineConfig | None = None) -> Engine:
+def load(
+    data: bytes,
+    earlier: Earlier | None = None,
+    config: EngineConfig | None = None,
+    *,
+    parse: Callable[[bytes], Any] | None = None,
+    pause: Callable[[], None] | None = None,
+) -> Engine:
     """An engine in exactly the state `dump` saw.
 
     `earlier`: the redelivery memory a `dump(memory_from)` left out (at least the ids it
     needs, ending where the snapshot's own begin). `config`: the settings to run with instead
     of those stored in the snapshot (which are still checked); a smaller `max_seen_ids` drops
-    the oldest remembered ids.
+    the oldest remembered ids. `parse`: reads the JSON (default `json.loads`; a faster reader
+    must read every document `json.loads` reads, as `json.loads` does, or raise ValueError).
+    `pause`: called every `PACE` items of each big collection, and between them (a caller in
+    a thread lets other threads run there). Every document `json.loads` reads, the default
+    reads alike; a `parse` that reads some other way may make a good snapshot look corrupt.
 
     Raises `SnapshotError`, and nothing else, when `data` is not a whole, well-formed snapshot
     of this format (or `earlier` does not complete it): a checkpoint read back from Kafka is
@@ -405,7 +417,7 @@ def load(data: bytes, earlier: Earlier | None = None, config: EngineConfig | Non
     failing on every restart.
     """
     try:
-        return _load(data, earlier, config)
+        return _load(data, earlier, config, parse or json.loads, pause)
     except SnapshotError:
         raise
     except _MALFORMED as exc:
@@ -446,10 +458,34 @@ def _load_memory(engine: Engine, doc: dict[str, Any], earlier: Earlier | None) -
         _bad("seen", str(exc))
 
 
-def _load(data: bytes, earlier: Earlier | None, config: EngineConfig | None) -> Engine:
+def _paced(items: Iterable[_T], pause: Callable[[], None] | None) -> Iterable[_T]:
+    """`items`, with `pause` called after every `PACE` of them (and once at the end)."""
+    return items if pause is None else _pacing(items, pause)
+
+
+def _pacing(items: Iterable[_T], pause: Callable[[], None]) -> Iterator[_T]:
+    n = 0
+    for item in items:
+        yield item
+        n += 1
+        if n == PACE:
+            n = 0
+            pause()
+    pause()
+
+
+def _load(
+    data: bytes,
+    earlier: Earlier | None,
+    config: EngineConfig | None,
+    parse: Callable[[bytes], Any],
+    pause: Callable[[], None] | None,
+) -> Engine:
     from correlators.engine import Engine
 
-    doc = _obj(json.loads(data), "document")
+    doc = _obj(parse(data), "document")
+    if pause is not None:
+        pause()
     if doc.get("format") != FORMAT:
         raise SnapshotError(f"unsupported engine snapshot format {doc.get('format')!r:.40}")
     raw_rules = _arr(doc["rules"], "rules")  # no count cap: several files may hold 10k rules each
@@ -462,7 +498,7 @@ def _load(data: bytes, earlier: Earlier | None, config: EngineConfig | None) -> 
         feedback=[Feedback.model_validate(_obj(f, "feedback")) for f in _arr(doc["feedback"], "feedback")],
     )
     counting: dict[tuple[str, str], deque[tuple[float, str]]] = {}
-    for item in _arr(doc["rule_state"], "rule_state"):
+    for item in _paced(_arr(doc["rule_state"], "rule_state"), pause):
         rule, group, events = _arr(item, "rule_state[]", 3)
         counting[(_str(rule, "rule_state.rule"), _str(group, "rule_state.group"))] = deque(
             (_time(t, "rule_state.time"), _str(v, "rule_state.value"))
@@ -488,8 +524,9 @@ def _load(data: bytes, earlier: Earlier | None, config: EngineConfig | None) -> 
                     (k, _arr(v, "baseline[][]", 5)) for k, v in _obj(sigs, "baseline[]").items()
                 )
             }
-            for asset, sigs in _obj(doc["baseline"], "baseline").items()
-        }
+            for asset, sigs in _paced(_obj(doc["baseline"], "baseline").items(), pause)
+        },
+        pause,
     )
     prec = _obj(doc["precedence"], "precedence")
     engine.precedence.load(
@@ -510,17 +547,19 @@ def _load(data: bytes, earlier: Earlier | None, config: EngineConfig | None) -> 
     engine._clock = clock if clock is not None else float("-inf")
     engine._first = _opt_time(doc["first"], "first")
     _load_memory(engine, doc, earlier)
+    if pause is not None:
+        pause()
     counts = _arr(doc["stats"], "stats")
     if not 4 <= len(counts) <= len(_STATS):  # the first four: snapshots of earlier versions
         _bad("stats", f"{len(counts)} counters")
     for name, value in zip(_STATS, counts, strict=False):
         setattr(engine.stats, name, _int(value, f"stats.{name}"))
-    for wd in _arr(doc["windows"], "windows"):
+    for wd in _paced(_arr(doc["windows"], "windows"), pause):
         w = _window_from(wd)
         engine._windows[w.asset] = w
         deadline = min(w.last + engine._gap, w.start + engine._max_window)
         heapq.heappush(engine._window_heap, (deadline, w.asset, w.start))
-    for idoc in _arr(doc["incidents"], "incidents"):
+    for idoc in _paced(_arr(doc["incidents"], "incidents"), pause):
         inc = _incident_from(idoc)
         engine._incidents[inc.id] = inc
         if inc.resolved_at is None:
@@ -545,11 +584,11 @@ def _load(data: bytes, earlier: Earlier | None, config: EngineConfig | None) -> 
             s: (_time(t, "last_noise.time"), _str(i, "last_noise.alert"), _int(n, "last_noise.count"))
             for s, (t, i, n) in ((s, _arr(v, "last_noise[][]", 3)) for s, v in _obj(m, "last_noise[]").items())
         }
-        for a, m in _obj(doc["last_noise"], "last_noise").items()
+        for a, m in _paced(_obj(doc["last_noise"], "last_noise").items(), pause)
     }
     engine._toggles = {
         a: {s: [_time(t, "toggles.time") for t in _arr(v, "toggles[][]")] for s, v in _obj(m, "toggles[]").items()}
-        for a, m in _obj(doc["toggles"], "toggles").items()
+        for a, m in _paced(_obj(doc["toggles"], "toggles").items(), pause)
     }
     sig_incident = _obj(doc["sig_incident"], "sig_incident")
     engine._sig_incident = {
@@ -558,6 +597,6 @@ def _load(data: bytes, earlier: Earlier | None, config: EngineConfig | None) -> 
     }
     engine._recent_assets = OrderedDict(
         (_str(a, "recent_assets.asset"), _time(t, "recent_assets.time"))
-        for a, t in (_arr(r, "recent_assets[]", 2) for r in _arr(doc["recent_assets"], "recent_assets"))
+        for a, t in (_arr(r, "recent_assets[]", 2) for r in _paced(_arr(doc["recent_assets"], "recent_assets"), pause))
     )
     return engine

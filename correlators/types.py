@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import NamedTuple, Protocol
+from typing import Final, NamedTuple, Protocol
 
 from schemas.context import Asset, Change, Feedback
 from schemas.models import Alert, Decision, Incident, IncidentEvent
+
+# Items of a restore's big collections (windows, baselines, assets ...) between two calls of
+# its `pause` (`correlators.state.load`: a worker restores in a thread, and each call lets its
+# event loop run; compiled, the restore would otherwise hold the interpreter from start to end)
+PACE: Final = 1024
 
 __all__ = ["Output", "Correlator", "Earlier"]
 

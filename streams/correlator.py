@@ -9,7 +9,9 @@ execute code whoever managed to write it (no pickle).
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -18,6 +20,7 @@ import orjson
 
 from correlators.config import EngineConfig
 from correlators.types import Correlator, Earlier
+from schemas.errors import SnapshotError
 from schemas.rules import load_rules
 from streams.partition import Snapshotter
 from streams.replay import Context, build_engine
@@ -34,6 +37,17 @@ _OWN = b"S"  # b"P" (pickle) is refused: a checkpoint must not be able to run co
 def _fragment(doc: dict[str, Any]) -> orjson.Fragment:
     """A part of a snapshot's document as the JSON orjson embeds as is."""
     return orjson.Fragment(orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS))
+
+
+def _let_others_run() -> None:
+    """Called by a restore every 1,024 items of its work (`correlators.state.PACE`): it runs in
+    a thread, and compiled it would hold the interpreter from start to end. Letting go here
+    lets the worker's event loop run meanwhile: the decode stage and its consumer group's
+    heartbeats, the producers' acknowledgements, the metrics endpoint (the correlate group
+    itself waits for `assigned()`, which the restore is part of). Restoring 100,000 assets in
+    a thread, a loop ticking every 50 ms waited up to 5.96-6.49 s between two ticks without it,
+    0.79-1.16 s with it (the parse, one call, is the longest stretch left)."""
+    time.sleep(0)
 
 
 def worker_context(settings: Settings) -> Context:
@@ -89,8 +103,18 @@ def snapshotter(settings: Settings, context: Context) -> Snapshotter:
             if restore is None:
                 raise ValueError(f"{kind.__name__} cannot restore its own snapshot")
             # the worker's current settings, not those the snapshot was taken with
-            restored: Correlator = restore(body, earlier, config) if segmented else restore(body)
-            return restored
+            if not segmented:
+                whole: Correlator = restore(body)
+                return whole
+            try:  # orjson: 2.35 -> 0.99 s for the 114 MB state of 100,000 assets
+                paced: Correlator = restore(body, earlier, config, parse=orjson.loads, pause=_let_others_run)
+                return paced
+            except SnapshotError:
+                # Read again as `json` reads it, which the restore was made for: orjson refuses
+                # NaN and lone surrogates, which the fallback encoder writes, and reads an
+                # integer past 64 bits (the fallback encoder writes it too) as a float
+                exact: Correlator = restore(body, earlier, config, parse=json.loads, pause=_let_others_run)
+                return exact
         raise ValueError(f"unknown snapshot tag {tag!r}")
 
     return Snapshotter(dump, load)

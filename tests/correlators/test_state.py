@@ -319,3 +319,53 @@ def test_every_setting_that_may_be_none_is_known_with_its_type() -> None:
     engine = Engine(EngineConfig(precedence_min_lift=2.5, retain_resolved=timedelta(hours=3)))
     restored = Engine.restore(engine.snapshot())
     assert restored.cfg.precedence_min_lift == 2.5 and restored.cfg.retain_resolved == timedelta(hours=3)
+
+
+def test_a_restore_pauses_every_pace_items_and_restores_the_same(busy: bytes) -> None:
+    """`pause` is where a worker's restore thread lets the event loop run: called after the
+    parse and through each big collection, the state restored is the same."""
+    doc = json.loads(busy)
+    calls = 0
+
+    def pause() -> None:
+        nonlocal calls
+        calls += 1
+
+    parsed: list[bytes] = []
+
+    def parse(data: bytes) -> Any:
+        parsed.append(data)
+        return json.loads(data)
+
+    paced = state.load(busy, parse=parse, pause=pause)
+    assert paced.snapshot() == busy == Engine.restore(busy).snapshot()
+    assert parsed == [busy]
+    big = ("baseline", "windows", "recent_assets", "rule_state", "incidents", "last_noise", "toggles")
+    assert doc["baseline"] and doc["windows"] and doc["recent_assets"] and doc["incidents"]
+    assert calls >= len(big) + 1  # once after the parse, and at the end of each collection
+
+
+def test_a_big_window_list_is_paced_within_itself() -> None:
+    """Pauses come every `PACE` items inside a collection, not only between collections."""
+    n = 3 * state.PACE + 5
+    engine = Engine()
+    for i in range(n):
+        engine.on_alert(
+            Alert.model_validate(
+                {"id": f"w{i}", "source": "ids", "domain": "security", "time": "2024-03-01T00:00:00Z",
+                 "asset": f"host-{i}", "signature": "odd", "title": "odd", "severity": "low"}
+            )
+        )
+    assert len(engine._windows) == len(engine._recent_assets) == engine.baseline.assets() == n
+    blob = engine.snapshot()
+    calls = 0
+
+    def pause() -> None:
+        nonlocal calls
+        calls += 1
+
+    assert state.load(blob, pause=pause).snapshot() == blob
+    # every PACE items: the baseline twice (read, then loaded), the windows, the recent assets:
+    # 4 x 3; and once after the parse, after the redelivery memory and at the end of each of
+    # the 7 big collections (empty or not)
+    assert calls == 4 * 3 + 1 + 1 + 7

@@ -25,6 +25,7 @@ from correlators.engine import Engine
 from correlators.types import Earlier
 from correlators.windows import Window
 from schemas.context import Asset, Change, Feedback
+from schemas.errors import SnapshotError
 from schemas.models import Alert, Severity
 from streams.correlator import new_correlator, snapshotter, worker_context
 from streams.evaluate import DATASETS
@@ -257,3 +258,21 @@ def test_the_memory_left_out_of_a_checkpoint_comes_back(engine: Engine) -> None:
     restored = snap.load(blob, Earlier(middle, engine.memory_ids(first, middle)))
     assert isinstance(restored, Engine)
     assert restored.snapshot() == engine.snapshot()
+
+
+def test_a_checkpoint_orjson_misreads_is_read_again_as_json_reads_it() -> None:
+    """The worker reads checkpoints with orjson, and again with `json` when that restore fails:
+    what only the fallback encoder writes (an integer past 64 bits, which orjson reads as a
+    float; a NaN; a lone surrogate) restores, not passed over as corrupt."""
+    huge = Asset.model_validate_json('{"id": "h1", "schema_version": 18446744073709551616}')
+    engine = Engine(assets=[huge])
+    with pytest.raises(TypeError):
+        orjson.dumps(engine.snapshot_document())  # (so the fallback encoder writes it)
+    snap = snapshotter(Settings(), load_context())
+    blob = snap.dump(engine, None)
+    restored = snap.load(blob, None)
+    assert isinstance(restored, Engine)
+    assert restored.snapshot() == engine.snapshot()
+    assert restored.identity.assets()[0].schema_version == 18446744073709551616
+    with pytest.raises(SnapshotError):
+        snap.load(blob[:-1], None)  # corrupt either way
