@@ -51,6 +51,7 @@ __all__ = [
     "due_on_arrival",
     "harness_gc_paused",
     "Arrivals",
+    "caps_hit",
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,6 +97,16 @@ def _tail(bootstrap: str, topic: str, offsets: dict[int, int], on_batch: Callabl
     )
     reader.on_batch = lambda _topic, records: on_batch(records, reader.now)
     return reader
+
+
+def caps_hit(metrics: str) -> dict[str, int]:
+    """Each state cap reached (`socnoc_caps_hit_total{cap}` in a /metrics page) and how often."""
+    found: dict[str, int] = {}
+    for family in text_string_to_metric_families(metrics):
+        for sample in family.samples:
+            if sample.name == "socnoc_caps_hit_total" and sample.value > 0:
+                found[sample.labels["cap"]] = int(sample.value)
+    return found
 
 
 @dataclass
@@ -220,14 +231,25 @@ class WorkerProcess(_Child):
         mean = found.mean_ms() if found is not None else None
         return None if found is None or mean is None else (found.count, mean)
 
-    async def checkpoint_histogram(self) -> PauseHistogram | None:
-        """This worker's checkpoint pauses so far (`socnoc_checkpoint_duration_seconds`)."""
+    async def metrics_text(self) -> str | None:
+        """This worker's /metrics page (None: it did not answer)."""
         try:
             async with aiohttp.ClientSession() as session:
                 url = f"http://127.0.0.1:{self.port}/metrics"
                 async with session.get(url, timeout=aiohttp.ClientTimeout(total=5)) as resp:
-                    text = await resp.text()
+                    return await resp.text()
         except (aiohttp.ClientError, TimeoutError):
+            return None
+
+    async def caps_hit(self) -> dict[str, int] | None:
+        """How many times each state cap was reached in this worker so far (`socnoc_caps_hit_total`)."""
+        text = await self.metrics_text()
+        return None if text is None else caps_hit(text)
+
+    async def checkpoint_histogram(self) -> PauseHistogram | None:
+        """This worker's checkpoint pauses so far (`socnoc_checkpoint_duration_seconds`)."""
+        text = await self.metrics_text()
+        if text is None:
             return None
         found = PauseHistogram()
         for family in text_string_to_metric_families(text):
@@ -655,6 +677,10 @@ class KafkaBench:
     async def worker_checkpoints(self) -> PauseHistogram | None:
         """The running worker's checkpoint pauses so far, from /metrics."""
         return await self._worker.checkpoint_histogram() if self._worker is not None else None
+
+    async def worker_caps(self) -> dict[str, int] | None:
+        """The state caps the running worker reached so far and how often, from /metrics."""
+        return await self._worker.caps_hit() if self._worker is not None else None
 
     def workers_log(self, chars: int = 3000) -> str:
         """The end of the running workers' logs (`chars` of each)."""

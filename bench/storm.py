@@ -5,11 +5,13 @@ settings (`bench.pipeline.KafkaBench`), produces `--per-asset` real AIT-ADS aler
 `--assets` hosts never seen before, all within ten minutes of event time
 (`bench.data.storm_records`: every asset still has alerts waiting in its window when the
 storm ends), and prints ONE JSON line: alerts/s through the worker, CPU µs an alert of the
-worker and of the broker, its checkpoints and their mean pause, and how many times a stage
-had to start a new session (a lease lost, a checkpoint that failed: each one restores from the
-checkpoints and processes again). `make bench`'s e2e run has 33 assets; here the state grows
-by the alert, which is what an alert storm does to a worker. The worker runs with its own
-session timeout (10 s), not the benchmark's 3 s: a checkpoint of a storm's state pauses it for
+worker and of the broker, its checkpoints and their mean pause, the engine's state caps it
+reached (`max_windows` past 100,000 assets: each new one closes the oldest window early),
+and how many times a stage had to start a new session (a lease lost, a checkpoint that
+failed: each one restores from the checkpoints and processes again). `make bench`'s e2e
+run has 33 assets; here the state grows by the alert, which is what an alert storm does to
+a worker. The worker runs with its own session timeout (10 s), not the benchmark's 3 s: a
+checkpoint of a storm's state pauses it for
 seconds. Stop 32, with 100,000 assets: stop 31's worker 2,559-3,010 alerts/s (its checkpoints,
 every 5 s, took ~4 s to encode), 7,927-8,173/s with checkpoints spaced by their cost
 (`SOCNOC_CHECKPOINT_MAX_SHARE`).
@@ -54,6 +56,7 @@ async def storm(assets: int, per_asset: int, workdir: Path) -> dict[str, Any]:
             with harness_gc_paused():
                 run = await bench.e2e_run(records)
             checkpoints = await bench.worker_checkpoints()
+            caps = await bench.worker_caps()
             log = bench.workers_log(chars=10_000_000)
         finally:
             bench.stop_worker()
@@ -74,6 +77,9 @@ async def storm(assets: int, per_asset: int, workdir: Path) -> dict[str, Any]:
         "checkpoint_pause_longest_le_s": found.longest_le_s() if found else None,
         "checkpoint_pauses_over_1s": found.over(1.0) if found else None,
         "session_restarts": log.count(_RESTART),
+        # the engine's state caps reached (`max_windows`: past 100,000 assets with alerts waiting,
+        # each new one closes the oldest window early), None if /metrics did not answer
+        "caps_hit": caps,
     }
 
 

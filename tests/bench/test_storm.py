@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from bench.data import load_base, storm_records
-from bench.pipeline import PauseHistogram
+from bench.pipeline import PauseHistogram, caps_hit
 from bench.storm import main
 from streams.metrics import CHECKPOINT_BUCKETS
 
@@ -24,6 +24,7 @@ def test_a_storm_of_new_assets_goes_through_the_worker(tmp_path: Path, capsys: p
     assert result["assets"] == 300 and result["alerts"] == 600  # every one decided (`e2e_run` waits for it)
     assert result["alerts_per_s"] > 0 and result["cpu_us_per_alert"]["pipeline"] > 0
     assert result["session_restarts"] == 0
+    assert result["caps_hit"] == {}  # (300 assets: no cap near)
     # (a short run may end before any partition is due: the count and the mean pause agree)
     assert (result["checkpoints"] == 0) == (result["checkpoint_pause_ms"] is None)
     if result["checkpoints"]:
@@ -54,3 +55,16 @@ def test_bad_arguments_are_refused_before_anything_starts(capsys: pytest.Capture
         main(["--assets", "0"])
     assert exit_info.value.code == 2
     assert "--assets and --per-asset must be at least 1" in capsys.readouterr().err
+
+
+def test_caps_hit_are_read_off_the_metrics_page() -> None:
+    page = """# HELP socnoc_caps_hit_total State caps reached.
+# TYPE socnoc_caps_hit_total counter
+socnoc_caps_hit_total{cap="max_windows"} 200000.0
+socnoc_caps_hit_total{cap="max_assets"} 0.0
+socnoc_caps_hit_created{cap="max_windows"} 1.7e9
+# TYPE socnoc_other_total counter
+socnoc_other_total{cap="x"} 5.0
+"""
+    assert caps_hit(page) == {"max_windows": 200000}
+    assert caps_hit("") == {}
