@@ -51,6 +51,7 @@ __all__ = [
     "due_on_arrival",
     "harness_gc_paused",
     "Arrivals",
+    "PauseHistogram",
     "caps_hit",
 ]
 
@@ -117,6 +118,22 @@ class PauseHistogram:
     count: int = 0
     total_s: float = 0.0
     buckets: dict[float, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_metrics(cls, metrics: str) -> PauseHistogram:
+        """The pauses in a /metrics page (`socnoc_checkpoint_duration_seconds`)."""
+        found = cls()
+        for family in text_string_to_metric_families(metrics):
+            if family.name != "socnoc_checkpoint_duration_seconds":
+                continue
+            for sample in family.samples:
+                if sample.name.endswith("_count"):
+                    found.count = int(sample.value)
+                elif sample.name.endswith("_sum"):
+                    found.total_s = sample.value
+                elif sample.name.endswith("_bucket"):
+                    found.buckets[float(sample.labels["le"])] = int(sample.value)
+        return found
 
     def mean_ms(self) -> float | None:
         """Their mean (None: no pause)."""
@@ -241,28 +258,10 @@ class WorkerProcess(_Child):
         except (aiohttp.ClientError, TimeoutError):
             return None
 
-    async def caps_hit(self) -> dict[str, int] | None:
-        """How many times each state cap was reached in this worker so far (`socnoc_caps_hit_total`)."""
-        text = await self.metrics_text()
-        return None if text is None else caps_hit(text)
-
     async def checkpoint_histogram(self) -> PauseHistogram | None:
         """This worker's checkpoint pauses so far (`socnoc_checkpoint_duration_seconds`)."""
         text = await self.metrics_text()
-        if text is None:
-            return None
-        found = PauseHistogram()
-        for family in text_string_to_metric_families(text):
-            if family.name != "socnoc_checkpoint_duration_seconds":
-                continue
-            for sample in family.samples:
-                if sample.name.endswith("_count"):
-                    found.count = int(sample.value)
-                elif sample.name.endswith("_sum"):
-                    found.total_s = sample.value
-                elif sample.name.endswith("_bucket"):
-                    found.buckets[float(sample.labels["le"])] = int(sample.value)
-        return found
+        return None if text is None else PauseHistogram.from_metrics(text)
 
     async def wait_ready(
         self, internal_partitions: int, timeout_s: float = 90.0, stages: tuple[str, ...] = ("decode", "correlate")
@@ -674,13 +673,9 @@ class KafkaBench:
         """Every process of the current worker(s) is running."""
         return all(w.alive() for w in (self._worker, self._decoder) if w is not None)
 
-    async def worker_checkpoints(self) -> PauseHistogram | None:
-        """The running worker's checkpoint pauses so far, from /metrics."""
-        return await self._worker.checkpoint_histogram() if self._worker is not None else None
-
-    async def worker_caps(self) -> dict[str, int] | None:
-        """The state caps the running worker reached so far and how often, from /metrics."""
-        return await self._worker.caps_hit() if self._worker is not None else None
+    async def worker_metrics(self) -> str | None:
+        """The running worker's /metrics page (None: no worker, or it did not answer)."""
+        return await self._worker.metrics_text() if self._worker is not None else None
 
     def workers_log(self, chars: int = 3000) -> str:
         """The end of the running workers' logs (`chars` of each)."""

@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 
 from bench.data import load_base, storm_records
-from bench.pipeline import KafkaBench, harness_gc_paused
+from bench.pipeline import KafkaBench, PauseHistogram, caps_hit, harness_gc_paused
 from streams.broker import EmbeddedBroker
 from streams.settings import Settings
 
@@ -55,13 +55,13 @@ async def storm(assets: int, per_asset: int, workdir: Path) -> dict[str, Any]:
         try:
             with harness_gc_paused():
                 run = await bench.e2e_run(records)
-            checkpoints = await bench.worker_checkpoints()
-            caps = await bench.worker_caps()
+            metrics = await bench.worker_metrics()
             log = bench.workers_log(chars=10_000_000)
         finally:
             bench.stop_worker()
     finally:
         broker.stop()
+    checkpoints = PauseHistogram.from_metrics(metrics) if metrics is not None else None
     mean = checkpoints.mean_ms() if checkpoints is not None else None
     found = checkpoints if mean is not None else None  # (None: no checkpoint yet)
     return {
@@ -79,7 +79,7 @@ async def storm(assets: int, per_asset: int, workdir: Path) -> dict[str, Any]:
         "session_restarts": log.count(_RESTART),
         # the engine's state caps reached (`max_windows`: past 100,000 assets with alerts waiting,
         # each new one closes the oldest window early), None if /metrics did not answer
-        "caps_hit": caps,
+        "caps_hit": caps_hit(metrics) if metrics is not None else None,
     }
 
 

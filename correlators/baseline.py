@@ -9,10 +9,8 @@ so an idle asset's whole baseline can be evicted at once.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Final
-
-from correlators.types import PACE
 
 __all__ = ["SignatureStats", "Baseline", "Familiarity"]
 
@@ -166,22 +164,22 @@ class Baseline:
             out[asset] = value
         return out
 
-    def load(self, data: dict[str, dict[str, list[float]]], pause: Callable[[], None] | None = None) -> None:
-        """Replace the state with an `export()` (`pause`: called every `PACE` assets, see
-        `correlators.state.load`)."""
+    def load(self, data: dict[str, dict[str, list[float]]]) -> None:
+        """Replace the state with an `export()`."""
+        self.load_items(data.items())
+
+    def load_items(self, data: Iterable[tuple[str, dict[str, list[float]]]]) -> None:
+        """`load` from an `export()`'s items, read one by one (`correlators.state.load` paces
+        them)."""
         all_stats: dict[str, dict[str, SignatureStats]] = {}
         assets_with: dict[str, int] = {}
-        n = 0
-        for asset, sigs in data.items():
+        for asset, sigs in data:
             stats = all_stats[asset] = {
                 sig: SignatureStats(float(v[0]), float(v[1]), float(v[2]), int(v[3]), int(v[4]))
                 for sig, v in sigs.items()
             }
             for sig in stats:
                 assets_with[sig] = assets_with.get(sig, 0) + 1
-            n += 1
-            if pause is not None and n % PACE == 0:
-                pause()
         self._memo = {}
         self._stats = all_stats
         self._assets_with = assets_with

@@ -516,18 +516,16 @@ def _load(
             for r, g, t in (_arr(x, "rule_touched[]", 3) for x in _arr(doc["rule_touched"], "rule_touched"))
         ]
     engine.rules.load_state(counting, sequence, touched)
-    engine.baseline.load(
-        {
-            _str(asset, "baseline.asset"): {
-                sig: [_num(c, "count"), _time(last, "last"), _time(first, "first"), _int(h, "hours"), _int(n, "total")]
-                for sig, (c, last, first, h, n) in (
-                    (k, _arr(v, "baseline[][]", 5)) for k, v in _obj(sigs, "baseline[]").items()
-                )
-            }
-            for asset, sigs in _paced(_obj(doc["baseline"], "baseline").items(), pause)
-        },
-        pause,
-    )
+    baseline = {
+        _str(asset, "baseline.asset"): {
+            sig: [_num(c, "count"), _time(last, "last"), _time(first, "first"), _int(h, "hours"), _int(n, "total")]
+            for sig, (c, last, first, h, n) in (
+                (k, _arr(v, "baseline[][]", 5)) for k, v in _obj(sigs, "baseline[]").items()
+            )
+        }
+        for asset, sigs in _paced(_obj(doc["baseline"], "baseline").items(), pause)
+    }
+    engine.baseline.load_items(_paced(baseline.items(), pause))
     prec = _obj(doc["precedence"], "precedence")
     engine.precedence.load(
         {
